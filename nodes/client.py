@@ -1,0 +1,557 @@
+"""The HTTP client: one request per call, retries, streaming, image links, cancellation.
+
+``AsyncImageClient`` is what adapters use (ComfyUI and Gradio run event loops); ``ImageClient``
+is the same client behind a private event-loop thread for plain scripts. The transport is
+swappable (any ``httpx.AsyncBaseTransport``), as in httpx itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import httpx
+
+from . import errors
+from .answers import ImageRef, Usage, make_api_error, parse_answer, walk_message, _MD_IMAGE, _BARE_DATA_URL
+from .codecs import decode_base64
+from .config import Settings
+from .protocol import CHAT_COMPLETIONS_PATH, ImageRequest
+from .retry import CancelCheck, RetryPolicy, Timeouts, retry_after_seconds, run_cancellable, sleep_cancellable
+from .sse import DONE, SSEDecoder, parse_event_data
+
+__all__ = ["AsyncImageClient", "Answer", "ProgressEvent", "ProgressCallback"]
+
+log = logging.getLogger("gpt_image_nodes.client")
+
+#: Largest answer body read (bytes): ten 1536x1024 PNGs in base64 fit several times over.
+MAX_ANSWER_BYTES = 256 * 1024 * 1024
+#: Largest image fetched from a link in an answer (bytes).
+MAX_LINK_BYTES = 50 * 1024 * 1024
+_ERROR_BODY_BYTES = 64 * 1024
+_USER_AGENT = "gpt-image-nodes/0.1"
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """What a running request reports. ``kind``: status, text, image or retry."""
+
+    kind: str
+    text: str = ""
+    index: int | None = None
+    data: bytes | None = field(default=None, repr=False)
+    elapsed: float = 0.0
+
+
+ProgressCallback = Callable[[ProgressEvent], Any]
+
+
+@dataclass
+class Answer:
+    """A successful answer, images already fetched as bytes (format not yet trusted)."""
+
+    images: list[bytes]
+    text: str
+    usage: Usage | None
+    request_id: str | None
+    model: str | None
+    finish_reasons: list[str]
+    attempts: int
+    elapsed: float
+    streamed: bool
+    refs: list[ImageRef] = field(default_factory=list, repr=False)
+
+
+class _Retryable(Exception):
+    def __init__(self, error: errors.APIError, wait: float | None = None) -> None:
+        self.error, self.wait = error, wait
+
+
+class _Emitter:
+    def __init__(self, callback: ProgressCallback | None, start: float) -> None:
+        self.callback, self.start = callback, start
+
+    def __call__(self, kind: str, text: str = "", index: int | None = None, data: bytes | None = None) -> None:
+        if self.callback is None:
+            return
+        try:
+            self.callback(ProgressEvent(kind, text, index, data, time.monotonic() - self.start))
+        except Exception:  # a broken progress display must not fail a paid request
+            log.exception("progress callback failed")
+
+
+def _printable(text: str) -> str:
+    return _BARE_DATA_URL.sub("[image]", _MD_IMAGE.sub("[image]", text))
+
+
+class _StreamState:
+    def __init__(self, emit: _Emitter) -> None:
+        self.emit = emit
+        self.images: list[ImageRef] = []
+        self.text = ""
+        self._cursor = 0
+        self.usage: Usage | None = None
+        self.request_id: str | None = None
+        self.model: str | None = None
+        self.finish: list[str] = []
+        self.refusal: str | None = None
+        self.done = False
+
+    def add_image(self, ref: ImageRef) -> None:
+        self.images.append(ref)
+        self.emit("image", f"image {len(self.images)} received", len(self.images) - 1, ref.data)
+
+    def add_text(self, delta: str) -> None:
+        self.text += delta
+        # Markdown images may arrive split across chunks: scan only complete ones past the cursor.
+        for match in _MD_IMAGE.finditer(self.text, self._cursor):
+            url = match.group(1).strip()
+            self.add_image(ImageRef(data=decode_base64(url.partition(",")[2])) if url.startswith("data:") else ImageRef(url=url))
+            self._cursor = match.end()
+        shown = _printable(delta)
+        if shown.strip() and "data:image/" not in shown:
+            self.emit("text", shown)
+
+    def apply(self, chunk: Any, secret: str | None) -> None:
+        if not isinstance(chunk, dict):
+            return
+        err = chunk.get("error")
+        if err or chunk.get("object") == "error":
+            raise _mid_stream_error(chunk, secret, self.request_id)
+        if isinstance(chunk.get("id"), str):
+            self.request_id = self.request_id or chunk["id"]
+        if isinstance(chunk.get("model"), str):
+            self.model = chunk["model"]
+        usage = Usage.from_json(chunk.get("usage"))
+        if usage is not None:
+            self.usage = usage
+        for choice in chunk.get("choices") or []:
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta", choice.get("message"))
+            if isinstance(delta, dict):
+                content = delta.get("content")
+                if isinstance(content, str):
+                    self.add_text(content)
+                    delta = {k: v for k, v in delta.items() if k != "content"}
+                found = walk_message(delta)
+                for ref in found.images:
+                    self.add_image(ref)
+                if found.text:
+                    self.add_text("".join(found.text))
+                self.refusal = self.refusal or found.refusal
+            reason = choice.get("finish_reason")
+            if isinstance(reason, str):
+                self.finish.append(reason)
+                if reason == "error":
+                    raise _mid_stream_error(chunk, secret, self.request_id)
+
+    def final_text(self) -> str:
+        return _MD_IMAGE.sub("", _BARE_DATA_URL.sub("", self.text)).strip()
+
+
+def _mid_stream_error(chunk: dict, secret: str | None, request_id: str | None) -> errors.APIError:
+    body = chunk if chunk.get("error") or chunk.get("object") == "error" else {"error": {"message": "finish_reason error", "type": "server_error"}}
+    err = make_api_error(None, body, request_id=request_id, secret=secret, what="The stream")
+    err.message = (err.message + " It failed after the stream had started, so it was not retried.").strip()
+    err.args = (err.message,)
+    return err
+
+
+class _LoopState:
+    """httpx clients are bound to the event loop they first ran in: one set per loop."""
+
+    def __init__(self, owner: "AsyncImageClient") -> None:
+        t = owner.timeouts
+        timeout = httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.connect)
+        limits = httpx.Limits(max_connections=max(owner.max_concurrency * 2, 10), max_keepalive_connections=owner.max_concurrency)
+        self.api = httpx.AsyncClient(transport=owner._transport, timeout=timeout, limits=limits, trust_env=owner._trust_env, follow_redirects=False)
+        # Image links get their own client: it never holds the key, even across redirects.
+        self.links = httpx.AsyncClient(transport=owner._link_transport, timeout=timeout, follow_redirects=True, max_redirects=5, trust_env=owner._trust_env)
+        self.slots = asyncio.Semaphore(owner.max_concurrency)
+
+    async def aclose(self) -> None:
+        await self.api.aclose()
+        await self.links.aclose()
+
+
+class AsyncImageClient:
+    """Sends :class:`ImageRequest`s. Thread-compatible across event loops; cheap to keep."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        model: str | None = None,
+        backend: str | None = None,
+        timeouts: Timeouts | None = None,
+        retry: RetryPolicy | None = None,
+        max_concurrency: int = 8,
+        transport: httpx.AsyncBaseTransport | None = None,
+        link_transport: httpx.AsyncBaseTransport | None = None,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
+        max_link_bytes: int = MAX_LINK_BYTES,
+    ) -> None:
+        self._settings = settings or Settings.resolve(api_key, base_url, model, backend)
+        self.timeouts = timeouts or Timeouts()
+        self.retry = retry or RetryPolicy()
+        self.max_concurrency = max(1, int(max_concurrency))
+        self._transport = transport
+        self._link_transport = link_transport
+        self.max_answer_bytes = max_answer_bytes
+        self.max_link_bytes = max_link_bytes
+        self._trust_env = not self._settings.offline  # proxies never apply to the loopback server
+        self._loops: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState]" = weakref.WeakKeyDictionary()
+        self._endpoint: tuple[str, str] | None = None
+
+    # -- configuration -------------------------------------------------------------------
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @property
+    def offline(self) -> bool:
+        return self._settings.offline
+
+    def _resolve_endpoint(self) -> tuple[str, str]:
+        """(base URL, key) to use; the offline backend is started on first use."""
+        if self._endpoint is None:
+            if self._settings.offline:
+                from .backend import shared_offline_server
+
+                server = shared_offline_server()
+                self._endpoint = (server.url, server.api_key or "offline")
+            else:
+                self._endpoint = (self._settings.base_url, self._settings.require_key())
+        return self._endpoint
+
+    def __repr__(self) -> str:
+        return f"AsyncImageClient({self._settings!r})"
+
+    def _state(self) -> _LoopState:
+        loop = asyncio.get_running_loop()
+        state = self._loops.get(loop)
+        if state is None:
+            state = self._loops[loop] = _LoopState(self)
+        return state
+
+    async def aclose(self) -> None:
+        loop = asyncio.get_running_loop()
+        state = self._loops.pop(loop, None)
+        if state is not None:
+            await state.aclose()
+
+    async def __aenter__(self) -> "AsyncImageClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- the four operations (see operations.py) -----------------------------------------
+
+    async def text_to_image(self, prompt: str, **kw: Any):  # noqa: ANN201 - ImageResult
+        from .operations import text_to_image
+
+        return await text_to_image(self, prompt, **kw)
+
+    async def edit_image(self, image: Any, prompt: str, **kw: Any):  # noqa: ANN201
+        from .operations import edit_image
+
+        return await edit_image(self, image, prompt, **kw)
+
+    async def multi_merge(self, images: Any, prompt: str, **kw: Any):  # noqa: ANN201
+        from .operations import multi_merge
+
+        return await multi_merge(self, images, prompt, **kw)
+
+    async def describe(self, image: Any, question: str | None = None, **kw: Any):  # noqa: ANN201
+        from .operations import describe
+
+        return await describe(self, image, question or "", **kw)
+
+    # -- sending -------------------------------------------------------------------------
+
+    async def send(
+        self,
+        request: ImageRequest,
+        *,
+        on_progress: ProgressCallback | None = None,
+        cancel_check: CancelCheck | None = None,
+    ) -> Answer:
+        """Send one request (retrying as the policy allows) and return its answer."""
+        start = time.monotonic()
+        emit = _Emitter(on_progress, start)
+        base_url, key = self._resolve_endpoint()
+        state = self._state()
+        deadline = start + self.timeouts.total
+        body = request.body(self._settings.model)
+        attempt = 0
+        async with state.slots:
+            while True:
+                attempt += 1
+                emit("status", "sending request" if attempt == 1 else f"attempt {attempt}")
+                log.debug("POST %s attempt %d: %s", base_url + CHAT_COMPLETIONS_PATH, attempt, request.describe_for_log())
+                remaining = deadline - time.monotonic()
+                try:
+                    answer = await run_cancellable(
+                        asyncio.wait_for(self._attempt(state, base_url, key, request, body, emit), remaining),
+                        cancel_check,
+                    )
+                except asyncio.TimeoutError:
+                    raise errors.TimeoutError(
+                        f"No complete answer within the total time limit of {self.timeouts.total:.0f} s "
+                        f"({attempt} attempt(s)). Try again, or raise the total timeout.",
+                        attempts=attempt,
+                    ) from None
+                except _Retryable as r:
+                    r.error.attempts = attempt
+                    wait = r.wait if r.wait is not None else self.retry.backoff(attempt - 1)
+                    if attempt > self.retry.max_retries:
+                        raise _with_attempts(r.error, attempt) from None
+                    if r.wait is not None and r.wait > self.retry.max_retry_after:
+                        raise _with_note(r.error, f" The server asked to wait {r.wait:.0f} s before retrying; try again later.") from None
+                    if time.monotonic() + wait > deadline:
+                        raise _with_attempts(r.error, attempt) from None
+                    log.info("retrying in %.2f s after: %s", wait, r.error.message)
+                    emit("retry", f"{_short(r.error)}; retrying in {wait:.1f} s (attempt {attempt + 1} of {self.retry.max_retries + 1})")
+                    await sleep_cancellable(wait, cancel_check)
+                    continue
+                answer.attempts = attempt
+                answer.elapsed = time.monotonic() - start
+                if any(ref.url for ref in answer.refs):
+                    emit("status", "downloading image")
+                answer.images = [await self._image_bytes(state, ref, cancel_check) for ref in answer.refs]
+                answer.elapsed = time.monotonic() - start
+                return answer
+
+    async def _attempt(self, state: _LoopState, base_url: str, key: str, request: ImageRequest, body: bytes, emit: _Emitter) -> Answer:
+        headers = {
+            "Authorization": f"Bearer {key}",
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream" if request.stream else "application/json",
+            "User-Agent": _USER_AGENT,
+        }
+        http_request = state.api.build_request("POST", base_url + CHAT_COMPLETIONS_PATH, content=body, headers=headers)
+        try:
+            response = await state.api.send(http_request, stream=True)
+        except httpx.TimeoutException as exc:
+            raise _Retryable(_timeout_error(exc, self.timeouts)) from None
+        except (httpx.TransportError, OSError) as exc:
+            raise _Retryable(errors.ConnectionError(
+                f"Could not reach {_host(base_url)} ({type(exc).__name__}). Check the base URL and "
+                "the network; retried automatically."
+            )) from None
+        try:
+            status = response.status_code
+            request_id = response.headers.get("x-request-id")
+            if not 200 <= status < 300:
+                await self._raise_for_status(response, key, request_id)
+            ctype = response.headers.get("content-type", "")
+            if request.stream and "event-stream" in ctype:
+                emit("status", "streaming")
+                return await self._read_stream(response, request, key, emit)
+            emit("status", "waiting for the answer")
+            raw = await self._read_capped(response, self.max_answer_bytes, "answer")
+            return self._answer_from_body(raw, request, key, emit)
+        except httpx.TimeoutException as exc:
+            raise _Retryable(_timeout_error(exc, self.timeouts)) from None
+        except (httpx.TransportError, OSError) as exc:
+            raise _Retryable(errors.ConnectionError(
+                f"The connection to {_host(base_url)} broke while reading the answer "
+                f"({type(exc).__name__}); retried automatically."
+            )) from None
+        finally:
+            await response.aclose()
+
+    async def _raise_for_status(self, response: httpx.Response, key: str, request_id: str | None) -> None:
+        status = response.status_code
+        try:
+            raw = await self._read_capped(response, _ERROR_BODY_BYTES, "error", truncate=True)
+        except (httpx.TransportError, OSError):
+            raw = b""
+        try:
+            parsed: Any = json.loads(raw) if raw.strip() else None
+        except ValueError:
+            parsed = None
+        if parsed is not None and (isinstance(parsed, dict) and (parsed.get("error") or parsed.get("object") == "error")):
+            error = make_api_error(status, parsed, request_id=request_id, secret=key)
+        else:
+            cls = type(make_api_error(status, None))
+            kind = "an HTML page" if b"<html" in raw[:2048].lower() or b"<!doctype" in raw[:2048].lower() else ("an empty body" if not raw.strip() else "a non-JSON body")
+            advice = "a proxy in front of the service failed; retried automatically" if status >= 500 else "check the base URL"
+            if 300 <= status < 400:
+                advice = f"the service redirected to {response.headers.get('location', '?')!s:.80}; use that as the base URL"
+            error = cls(f"The service answered HTTP {status} with {kind}: {advice}.", status=status, request_id=request_id)
+        if status in (408, 409, 429) or status >= 500:
+            if self.retry.should_retry_status(status):
+                raise _Retryable(error, retry_after_seconds(response.headers))
+        raise error
+
+    async def _read_capped(self, response: httpx.Response, cap: int, what: str, truncate: bool = False) -> bytes:
+        declared = response.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > cap and not truncate:
+            raise errors.MalformedAnswerError(f"The {what} is {int(declared) / 2**20:.0f} MiB, over the {cap / 2**20:.0f} MiB limit.")
+        chunks, size = [], 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > cap:
+                if truncate:
+                    break
+                raise errors.MalformedAnswerError(f"The {what} is over the {cap / 2**20:.0f} MiB limit; reading stopped.")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _answer_from_body(self, raw: bytes, request: ImageRequest, key: str, emit: _Emitter) -> Answer:
+        head = raw.lstrip()[:16]
+        if head.startswith((b"data:", b"event:", b":")):  # SSE sent with the wrong content type
+            state = _StreamState(emit)
+            self._feed_stream(state, SSEDecoder(), raw, key, final=True)
+            return self._finish_stream(state, request, cut=False)
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            kind = "an HTML page" if b"<html" in raw[:2048].lower() or b"<!doctype" in raw[:2048].lower() else ("empty" if not raw.strip() else "not valid JSON (cut short or corrupted)")
+            raise errors.MalformedAnswerError(
+                f"The service answered HTTP 200 but the body is {kind}. Check the base URL; if it is right, try again."
+            ) from None
+        parsed = parse_answer(body, secret=key)
+        answer = Answer([], parsed.text, parsed.usage, parsed.request_id, parsed.model, parsed.finish_reasons, 0, 0.0, False)
+        answer.refs = parsed.images
+        _check_outcome(request, parsed.images, parsed.text, parsed.finish_reasons, parsed.refusal, parsed.request_id, key)
+        for i, ref in enumerate(parsed.images):
+            emit("image", f"image {i + 1} received", i, ref.data)
+        return answer
+
+    async def _read_stream(self, response: httpx.Response, request: ImageRequest, key: str, emit: _Emitter) -> Answer:
+        state = _StreamState(emit)
+        decoder = SSEDecoder()
+        cut = False
+        try:
+            async for chunk in response.aiter_bytes():
+                if self._feed_stream(state, decoder, chunk, key):
+                    break
+        except (httpx.TransportError, OSError):
+            cut = True  # judged below: complete if the images already arrived
+        if not state.done:
+            self._feed_stream(state, decoder, b"", key, final=True)
+        return self._finish_stream(state, request, cut)
+
+    def _feed_stream(self, state: _StreamState, decoder: SSEDecoder, chunk: bytes, key: str, final: bool = False) -> bool:
+        events = decoder.feed(chunk) if chunk else []
+        if final:
+            events += decoder.close()
+        for event in events:
+            for value in parse_event_data(event.data):
+                if value is DONE:
+                    state.done = True
+                    return True
+                state.apply(value, key)
+        return False
+
+    def _finish_stream(self, state: _StreamState, request: ImageRequest, cut: bool) -> Answer:
+        text = state.final_text()
+        if request.mode.wants_image and not state.images and not state.done and "content_filter" not in state.finish:
+            why = "the connection was cut" if cut else "it ended without [DONE]"
+            raise errors.MalformedAnswerError(
+                f"The stream stopped before any image arrived ({why}). It was not retried because "
+                "the stream had started; run it again."
+            )
+        _check_outcome(request, state.images, text, state.finish, state.refusal, state.request_id, None)
+        answer = Answer([], text, state.usage, state.request_id, state.model, state.finish, 0, 0.0, True)
+        answer.refs = state.images
+        return answer
+
+    async def _image_bytes(self, state: _LoopState, ref: ImageRef, cancel_check: CancelCheck | None) -> bytes:
+        if ref.data is not None:
+            return ref.data
+        assert ref.url is not None
+        last: errors.APIError | None = None
+        for attempt in range(3):
+            try:
+                return await run_cancellable(self._fetch_link(state, ref.url), cancel_check)
+            except _Retryable as r:
+                last = r.error
+                await sleep_cancellable(self.retry.backoff(attempt), cancel_check)
+        assert last is not None
+        raise last
+
+    async def _fetch_link(self, state: _LoopState, url: str) -> bytes:
+        host = _host(url)
+        try:
+            async with state.links.stream("GET", url, headers={"User-Agent": _USER_AGENT}) as response:
+                if response.status_code != 200:
+                    error = errors.NoImageError(
+                        f"The answer linked an image at {host}, but fetching it gave HTTP {response.status_code}. "
+                        "The link may have expired; run the step again."
+                    )
+                    if response.status_code >= 500 or response.status_code == 429:
+                        raise _Retryable(error)
+                    raise error
+                return await self._read_capped(response, self.max_link_bytes, f"image linked from {host}")
+        except httpx.TimeoutException as exc:
+            raise _Retryable(_timeout_error(exc, self.timeouts)) from None
+        except (httpx.TransportError, OSError) as exc:
+            raise _Retryable(errors.ConnectionError(f"Could not download the image linked from {host} ({type(exc).__name__}).")) from None
+
+
+def _check_outcome(request: ImageRequest, images: list, text: str, finish: list[str], refusal: str | None, request_id: str | None, key: str | None) -> None:
+    if "content_filter" in finish and not images:
+        said = f" It said: {errors.scrub(refusal or text, key)}" if (refusal or text) else ""
+        raise errors.ContentFilterError(
+            f"The model refused this request (content filter).{said} Rephrase the prompt or use another image; "
+            "retrying the same request will not help.", code="content_filter", request_id=request_id)
+    if refusal and not images and request.mode.wants_image:
+        raise errors.ContentFilterError(f"The model refused: {errors.scrub(refusal, key)}", code="refusal", request_id=request_id)
+    if request.mode.wants_image and not images:
+        said = f" The model said: {errors.scrub(text, key)!r}" if text else " The answer held no text either."
+        raise errors.NoImageError(
+            f"An image was asked for but the answer held none.{said} Change the prompt or try again.",
+            request_id=request_id, server_message=errors.scrub(text, key) or None)
+    if not request.mode.wants_image and not text:
+        raise errors.NoImageError("A description was asked for but the answer held no text. Try again.", request_id=request_id)
+
+
+def _timeout_error(exc: httpx.TimeoutException, t: Timeouts) -> errors.TimeoutError:
+    if isinstance(exc, httpx.ConnectTimeout):
+        what = f"Connecting took longer than {t.connect:g} s"
+    elif isinstance(exc, httpx.WriteTimeout):
+        what = f"Sending the request took longer than {t.write:g} s"
+    elif isinstance(exc, httpx.PoolTimeout):
+        what = "No connection slot became free in time"
+    else:
+        what = f"The service sent nothing for {t.read:g} s"
+    return errors.TimeoutError(f"{what}; retried automatically. Check the network or raise the timeout.")
+
+
+def _with_attempts(error: errors.APIError, attempts: int) -> errors.APIError:
+    error.attempts = attempts
+    if attempts > 1 and "attempt" not in error.message:
+        return _with_note(error, f" (gave up after {attempts} attempts)")
+    return error
+
+
+def _with_note(error: errors.APIError, note: str) -> errors.APIError:
+    error.message = error.message.rstrip() + note
+    error.args = (error.message,)
+    return error
+
+
+def _short(error: errors.APIError) -> str:
+    return f"HTTP {error.status}" if error.status else type(error).__name__
+
+
+_HOST = re.compile(r"^[a-z]+://([^/@]*@)?([^/:?#]+)", re.I)
+
+
+def _host(url: str) -> str:
+    match = _HOST.match(url)
+    return match.group(2) if match else "the service"

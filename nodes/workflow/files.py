@@ -1,0 +1,131 @@
+"""Files in and out: ComfyUI's LoadImage and SaveImage, and atomic writes.
+
+A file is written to a temporary name in the same folder, flushed to disk and then renamed,
+so a reader (or a crash) never sees half a file. Saved images are numbered like ComfyUI's
+(``<prefix>_00001_.png``) and never overwrite an existing file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import secrets
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, PngImagePlugin
+
+from ..codecs import MAX_INPUT_BYTES, load_input_image, prepare_input_image
+
+__all__ = ["atomic_write", "resolve_inside", "load_image_file", "save_numbered", "png_with_metadata"]
+
+_counter_lock = threading.Lock()
+# ComfyUI's file pickers may append the folder they list, e.g. "cat.png [input]".
+_ANNOTATION = re.compile(r"\s*\[(input|output|temp)\]$")
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that it is either absent or complete."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _write_tmp(path.parent, path.name, data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_tmp(directory: Path, stem: str, data: bytes) -> Path:
+    """``data`` in a hidden temporary file of ``directory``, flushed to disk."""
+    tmp = directory / f".{stem}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def resolve_inside(folder: Path, name: str, what: str) -> Path:
+    """``folder/name``, refusing anything that ends up outside ``folder`` (absolute paths
+    elsewhere, ``..``, symlinks out). Raises ValueError with a message for the user."""
+    name = _ANNOTATION.sub("", str(name)).strip()
+    if not name:
+        raise ValueError(f"the {what} name is empty")
+    base = folder.resolve()
+    candidate = Path(name)
+    target = (candidate if candidate.is_absolute() else base / candidate).resolve()
+    if target != base and base not in target.parents:
+        raise ValueError(f"the {what} {name!r} is outside the folder {base}; only files inside it can be used (set another folder with --input-dir)")
+    return target
+
+
+def load_image_file(path: Path) -> tuple[list[Image.Image], list[Image.Image]]:
+    """ComfyUI LoadImage's outputs for a file: ([RGB image], [mask]); the mask is 255 where
+    the image is transparent (all 0 when it has no alpha), at the image's size."""
+    size = path.stat().st_size
+    if size > MAX_INPUT_BYTES:
+        raise ValueError(f"{path.name} is {size / 2**20:.1f} MiB; the limit is {MAX_INPUT_BYTES / 2**20:.0f} MiB")
+    # First frame, EXIF rotation, 8-bit; no downscaling (that happens when it is sent).
+    img = prepare_input_image(load_input_image(path.read_bytes(), name=f"image {path.name}"), max_side=1 << 30)
+    if img.mode == "RGBA":
+        alpha = np.asarray(img.getchannel("A"))
+        mask = Image.fromarray(255 - alpha, "L")
+    else:
+        mask = Image.new("L", img.size, 0)
+    return [img.convert("RGB")], [mask]
+
+
+def png_with_metadata(img: Image.Image, text: dict[str, Any] | None = None) -> bytes:
+    """PNG bytes with tEXt chunks (ComfyUI reads "prompt" and "workflow" to reopen a graph)."""
+    info = PngImagePlugin.PngInfo()
+    for key, value in (text or {}).items():
+        info.add_text(key, value if isinstance(value, str) else json.dumps(value))
+    buf = io.BytesIO()
+    if img.mode not in ("RGB", "RGBA", "L"):
+        img = img.convert("RGBA" if "A" in img.getbands() else "RGB")
+    img.save(buf, "PNG", pnginfo=info, compress_level=4)
+    return buf.getvalue()
+
+
+def _publish(tmp: Path, final: Path) -> bool:
+    """Move tmp to final unless final exists (hard link: atomic and never overwrites)."""
+    try:
+        os.link(tmp, final)
+    except FileExistsError:
+        return False
+    except OSError:  # no hard links on this file system: check, then rename
+        if final.exists():
+            return False
+        os.replace(tmp, final)
+        return True
+    tmp.unlink(missing_ok=True)
+    return True
+
+
+def save_numbered(folder: Path, prefix: str, ext: str, payloads: list[bytes]) -> list[Path]:
+    """Write each payload as ``<prefix>_NNNNN_.<ext>`` in ``folder`` with the next free numbers."""
+    target = resolve_inside(folder, prefix or "ComfyUI", "filename prefix")
+    directory, stem = target.parent, target.name
+    directory.mkdir(parents=True, exist_ok=True)
+    pattern = re.compile(rf"^{re.escape(stem)}_(\d{{5,}})_\.{re.escape(ext)}$")
+    saved = []
+    with _counter_lock:
+        counter = 1 + max((int(m.group(1)) for p in directory.iterdir() if (m := pattern.match(p.name))), default=0)
+        for data in payloads:
+            tmp = _write_tmp(directory, stem, data)
+            try:
+                while not _publish(tmp, directory / f"{stem}_{counter:05d}_.{ext}"):
+                    counter += 1  # another process took this number
+            finally:
+                tmp.unlink(missing_ok=True)
+            saved.append(directory / f"{stem}_{counter:05d}_.{ext}")
+            counter += 1
+    return saved

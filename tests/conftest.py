@@ -1,0 +1,61 @@
+"""Shared fixtures: a real offline server on loopback and real clients pointed at it."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+import pytest
+
+from gpt_image_nodes.nodes import AsyncImageClient, ImageClient, RetryPolicy, Timeouts
+from gpt_image_nodes.nodes.offline import OfflineServer
+
+#: Shaped like a real key, so a leak anywhere is found by a plain substring search.
+CANARY_KEY = "sk-canary-" + secrets.token_hex(16)
+
+FAST_RETRY = RetryPolicy(max_retries=3, initial_backoff=0.05, max_backoff=0.2, max_retry_after=5.0)
+
+
+@pytest.fixture(scope="session")
+def server():
+    srv = OfflineServer(api_key=CANARY_KEY).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def srv(server):
+    """The session server, reset to its defaults for each test."""
+    server.reset()
+    server.configure(latency=0.0, answer_shape="seed", stream_shape="seed", usage_shape="standard")
+    yield server
+    server.reset()
+
+
+@pytest.fixture
+def make_client(srv):
+    made = []
+
+    def make(sync: bool = False, **kw):
+        kw.setdefault("retry", FAST_RETRY)
+        kw.setdefault("timeouts", Timeouts(connect=2, read=5, write=5, total=20))
+        cls = ImageClient if sync else AsyncImageClient
+        client = cls(api_key=kw.pop("api_key", CANARY_KEY), base_url=kw.pop("base_url", srv.url), backend="remote", **kw)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        if isinstance(client, ImageClient):
+            client.close()
+
+
+@pytest.fixture
+def debug_logs(caplog):
+    caplog.set_level(logging.DEBUG)
+    return caplog
+
+
+@pytest.fixture(scope="session")
+def canary_key() -> str:
+    return CANARY_KEY
