@@ -71,7 +71,10 @@ def sniff_format(data: bytes) -> str | None:
 
 def decode_base64(text: str | bytes) -> bytes:
     """Strict base64: whitespace removed, padding optional, standard or URL-safe alphabet."""
-    raw = text.encode("ascii", "strict") if isinstance(text, str) else bytes(text)
+    try:
+        raw = text.encode("ascii", "strict") if isinstance(text, str) else bytes(text)
+    except UnicodeEncodeError:
+        raw = b"!"  # not base64 at all: fail below with the same clear message
     raw = _WS.sub(b"", raw)
     if b"-" in raw or b"_" in raw:
         raw = raw.replace(b"-", b"+").replace(b"_", b"/")
