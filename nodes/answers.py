@@ -19,8 +19,8 @@ from .errors import scrub
 
 __all__ = ["ImageRef", "Usage", "MessageParts", "walk_message", "parse_answer", "raise_for_error_body"]
 
-_MD_IMAGE = re.compile(r"!\[[^\]]*\]\(\s*<?((?:data:image/[\w.+-]+;base64,[A-Za-z0-9+/=_\-\s]+)|(?:https?://[^\s)>]+))>?(?:\s+\"[^\"]*\")?\s*\)")
-_BARE_DATA_URL = re.compile(r"data:image/[\w.+-]+;base64,[A-Za-z0-9+/=_\-]+")
+MARKDOWN_IMAGE = re.compile(r"!\[[^\]]*\]\(\s*<?((?:data:image/[\w.+-]+;base64,[A-Za-z0-9+/=_\-\s]+)|(?:https?://[^\s)>]+))>?(?:\s+\"[^\"]*\")?\s*\)")
+BARE_DATA_URL = re.compile(r"data:image/[\w.+-]+;base64,[A-Za-z0-9+/=_\-]+")
 _B64ISH = re.compile(r"^[A-Za-z0-9+/=_\-\s]+$")
 #: Keys whose value can only be image data: decoded strictly, damage is an error.
 _STRICT_IMAGE_KEYS = {"image_base64", "b64_json", "image_b64"}
@@ -139,15 +139,15 @@ def _maybe_b64_image(value: str) -> ImageRef | None:
 def _text_images(text: str, out: MessageParts) -> None:
     """Markdown images and bare data URLs inside text; the rest is the model's text."""
     found = False
-    for match in _MD_IMAGE.finditer(text):
+    for match in MARKDOWN_IMAGE.finditer(text):
         url = match.group(1).strip()
         out.images.append(_image_from_data_url(url) if url.startswith("data:") else ImageRef(url=url))
         found = True
-    rest = _MD_IMAGE.sub("", text) if found else text
+    rest = MARKDOWN_IMAGE.sub("", text) if found else text
     if "data:image/" in rest:
-        for match in _BARE_DATA_URL.finditer(rest):
+        for match in BARE_DATA_URL.finditer(rest):
             out.images.append(_image_from_data_url(match.group(0)))
-        rest = _BARE_DATA_URL.sub("", rest)
+        rest = BARE_DATA_URL.sub("", rest)
     if rest:
         out.text.append(rest)
 

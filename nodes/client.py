@@ -13,18 +13,17 @@ import logging
 import re
 import time
 import weakref
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 
 from . import errors
-from .answers import ImageRef, Usage, make_api_error, parse_answer, walk_message, _MD_IMAGE, _BARE_DATA_URL
-from .codecs import decode_base64
+from .answers import ImageRef, make_api_error, parse_answer
 from .config import Settings
 from .protocol import CHAT_COMPLETIONS_PATH, ImageRequest
 from .retry import CancelCheck, RetryPolicy, Timeouts, retry_after_seconds, run_cancellable, sleep_cancellable
-from .sse import DONE, SSEDecoder, parse_event_data
+from .sse import SSEDecoder
+from .stream import Answer, Emitter, ProgressCallback, ProgressEvent, StreamState, check_outcome, feed_stream, finish_stream
 
 __all__ = ["AsyncImageClient", "Answer", "ProgressEvent", "ProgressCallback"]
 
@@ -38,130 +37,9 @@ _ERROR_BODY_BYTES = 64 * 1024
 _USER_AGENT = "gpt-image-nodes/0.1"
 
 
-@dataclass(frozen=True)
-class ProgressEvent:
-    """What a running request reports. ``kind``: status, text, image or retry."""
-
-    kind: str
-    text: str = ""
-    index: int | None = None
-    data: bytes | None = field(default=None, repr=False)
-    elapsed: float = 0.0
-
-
-ProgressCallback = Callable[[ProgressEvent], Any]
-
-
-@dataclass
-class Answer:
-    """A successful answer, images already fetched as bytes (format not yet trusted)."""
-
-    images: list[bytes]
-    text: str
-    usage: Usage | None
-    request_id: str | None
-    model: str | None
-    finish_reasons: list[str]
-    attempts: int
-    elapsed: float
-    streamed: bool
-    refs: list[ImageRef] = field(default_factory=list, repr=False)
-
-
 class _Retryable(Exception):
     def __init__(self, error: errors.APIError, wait: float | None = None) -> None:
         self.error, self.wait = error, wait
-
-
-class _Emitter:
-    def __init__(self, callback: ProgressCallback | None, start: float) -> None:
-        self.callback, self.start = callback, start
-
-    def __call__(self, kind: str, text: str = "", index: int | None = None, data: bytes | None = None) -> None:
-        if self.callback is None:
-            return
-        try:
-            self.callback(ProgressEvent(kind, text, index, data, time.monotonic() - self.start))
-        except Exception:  # a broken progress display must not fail a paid request
-            log.exception("progress callback failed")
-
-
-def _printable(text: str) -> str:
-    return _BARE_DATA_URL.sub("[image]", _MD_IMAGE.sub("[image]", text))
-
-
-class _StreamState:
-    def __init__(self, emit: _Emitter) -> None:
-        self.emit = emit
-        self.images: list[ImageRef] = []
-        self.text = ""
-        self._cursor = 0
-        self.usage: Usage | None = None
-        self.request_id: str | None = None
-        self.model: str | None = None
-        self.finish: list[str] = []
-        self.refusal: str | None = None
-        self.done = False
-
-    def add_image(self, ref: ImageRef) -> None:
-        self.images.append(ref)
-        self.emit("image", f"image {len(self.images)} received", len(self.images) - 1, ref.data)
-
-    def add_text(self, delta: str) -> None:
-        self.text += delta
-        # Markdown images may arrive split across chunks: scan only complete ones past the cursor.
-        for match in _MD_IMAGE.finditer(self.text, self._cursor):
-            url = match.group(1).strip()
-            self.add_image(ImageRef(data=decode_base64(url.partition(",")[2])) if url.startswith("data:") else ImageRef(url=url))
-            self._cursor = match.end()
-        shown = _printable(delta)
-        if shown.strip() and "data:image/" not in shown:
-            self.emit("text", shown)
-
-    def apply(self, chunk: Any, secret: str | None) -> None:
-        if not isinstance(chunk, dict):
-            return
-        err = chunk.get("error")
-        if err or chunk.get("object") == "error":
-            raise _mid_stream_error(chunk, secret, self.request_id)
-        if isinstance(chunk.get("id"), str):
-            self.request_id = self.request_id or chunk["id"]
-        if isinstance(chunk.get("model"), str):
-            self.model = chunk["model"]
-        usage = Usage.from_json(chunk.get("usage"))
-        if usage is not None:
-            self.usage = usage
-        for choice in chunk.get("choices") or []:
-            if not isinstance(choice, dict):
-                continue
-            delta = choice.get("delta", choice.get("message"))
-            if isinstance(delta, dict):
-                content = delta.get("content")
-                if isinstance(content, str):
-                    self.add_text(content)
-                    delta = {k: v for k, v in delta.items() if k != "content"}
-                found = walk_message(delta)
-                for ref in found.images:
-                    self.add_image(ref)
-                if found.text:
-                    self.add_text("".join(found.text))
-                self.refusal = self.refusal or found.refusal
-            reason = choice.get("finish_reason")
-            if isinstance(reason, str):
-                self.finish.append(reason)
-                if reason == "error":
-                    raise _mid_stream_error(chunk, secret, self.request_id)
-
-    def final_text(self) -> str:
-        return _MD_IMAGE.sub("", _BARE_DATA_URL.sub("", self.text)).strip()
-
-
-def _mid_stream_error(chunk: dict, secret: str | None, request_id: str | None) -> errors.APIError:
-    body = chunk if chunk.get("error") or chunk.get("object") == "error" else {"error": {"message": "finish_reason error", "type": "server_error"}}
-    err = make_api_error(None, body, request_id=request_id, secret=secret, what="The stream")
-    err.message = (err.message + " It failed after the stream had started, so it was not retried.").strip()
-    err.args = (err.message,)
-    return err
 
 
 class _LoopState:
@@ -289,7 +167,7 @@ class AsyncImageClient:
     ) -> Answer:
         """Send one request (retrying as the policy allows) and return its answer."""
         start = time.monotonic()
-        emit = _Emitter(on_progress, start)
+        emit = Emitter(on_progress, start)
         base_url, key = self._resolve_endpoint()
         state = self._state()
         deadline = start + self.timeouts.total
@@ -333,7 +211,7 @@ class AsyncImageClient:
                 answer.elapsed = time.monotonic() - start
                 return answer
 
-    async def _attempt(self, state: _LoopState, base_url: str, key: str, request: ImageRequest, body: bytes, emit: _Emitter) -> Answer:
+    async def _attempt(self, state: _LoopState, base_url: str, key: str, request: ImageRequest, body: bytes, emit: Emitter) -> Answer:
         headers = {
             "Authorization": f"Bearer {key}",
             "Content-Type": "application/json",
@@ -386,7 +264,7 @@ class AsyncImageClient:
             error = make_api_error(status, parsed, request_id=request_id, secret=key)
         else:
             cls = type(make_api_error(status, None))
-            kind = "an HTML page" if b"<html" in raw[:2048].lower() or b"<!doctype" in raw[:2048].lower() else ("an empty body" if not raw.strip() else "a non-JSON body")
+            kind = _body_kind(raw)
             advice = "a proxy in front of the service failed; retried automatically" if status >= 500 else "check the base URL"
             if 300 <= status < 400:
                 advice = f"the service redirected to {response.headers.get('location', '?')!s:.80}; use that as the base URL"
@@ -410,65 +288,39 @@ class AsyncImageClient:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _answer_from_body(self, raw: bytes, request: ImageRequest, key: str, emit: _Emitter) -> Answer:
+    def _answer_from_body(self, raw: bytes, request: ImageRequest, key: str, emit: Emitter) -> Answer:
         head = raw.lstrip()[:16]
         if head.startswith((b"data:", b"event:", b":")):  # SSE sent with the wrong content type
-            state = _StreamState(emit)
-            self._feed_stream(state, SSEDecoder(), raw, key, final=True)
-            return self._finish_stream(state, request, cut=False)
+            state = StreamState(emit)
+            feed_stream(state, SSEDecoder(), raw, key, final=True)
+            return finish_stream(state, request, cut=False)
         try:
             body = json.loads(raw)
         except ValueError:
-            kind = "an HTML page" if b"<html" in raw[:2048].lower() or b"<!doctype" in raw[:2048].lower() else ("empty" if not raw.strip() else "not valid JSON (cut short or corrupted)")
             raise errors.MalformedAnswerError(
-                f"The service answered HTTP 200 but the body is {kind}. Check the base URL; if it is right, try again."
+                f"The service answered HTTP 200 with {_body_kind(raw)}. Check the base URL; if it is right, try again."
             ) from None
         parsed = parse_answer(body, secret=key)
         answer = Answer([], parsed.text, parsed.usage, parsed.request_id, parsed.model, parsed.finish_reasons, 0, 0.0, False)
         answer.refs = parsed.images
-        _check_outcome(request, parsed.images, parsed.text, parsed.finish_reasons, parsed.refusal, parsed.request_id, key)
+        check_outcome(request, parsed.images, parsed.text, parsed.finish_reasons, parsed.refusal, parsed.request_id, key)
         for i, ref in enumerate(parsed.images):
             emit("image", f"image {i + 1} received", i, ref.data)
         return answer
 
-    async def _read_stream(self, response: httpx.Response, request: ImageRequest, key: str, emit: _Emitter) -> Answer:
-        state = _StreamState(emit)
+    async def _read_stream(self, response: httpx.Response, request: ImageRequest, key: str, emit: Emitter) -> Answer:
+        state = StreamState(emit)
         decoder = SSEDecoder()
         cut = False
         try:
             async for chunk in response.aiter_bytes():
-                if self._feed_stream(state, decoder, chunk, key):
+                if feed_stream(state, decoder, chunk, key):
                     break
         except (httpx.TransportError, OSError):
             cut = True  # judged below: complete if the images already arrived
         if not state.done:
-            self._feed_stream(state, decoder, b"", key, final=True)
-        return self._finish_stream(state, request, cut)
-
-    def _feed_stream(self, state: _StreamState, decoder: SSEDecoder, chunk: bytes, key: str, final: bool = False) -> bool:
-        events = decoder.feed(chunk) if chunk else []
-        if final:
-            events += decoder.close()
-        for event in events:
-            for value in parse_event_data(event.data):
-                if value is DONE:
-                    state.done = True
-                    return True
-                state.apply(value, key)
-        return False
-
-    def _finish_stream(self, state: _StreamState, request: ImageRequest, cut: bool) -> Answer:
-        text = state.final_text()
-        if request.mode.wants_image and not state.images and not state.done and "content_filter" not in state.finish:
-            why = "the connection was cut" if cut else "it ended without [DONE]"
-            raise errors.MalformedAnswerError(
-                f"The stream stopped before any image arrived ({why}). It was not retried because "
-                "the stream had started; run it again."
-            )
-        _check_outcome(request, state.images, text, state.finish, state.refusal, state.request_id, None)
-        answer = Answer([], text, state.usage, state.request_id, state.model, state.finish, 0, 0.0, True)
-        answer.refs = state.images
-        return answer
+            feed_stream(state, decoder, b"", key, final=True)
+        return finish_stream(state, request, cut)
 
     async def _image_bytes(self, state: _LoopState, ref: ImageRef, cancel_check: CancelCheck | None) -> bytes:
         if ref.data is not None:
@@ -503,21 +355,13 @@ class AsyncImageClient:
             raise _Retryable(errors.ConnectionError(f"Could not download the image linked from {host} ({type(exc).__name__}).")) from None
 
 
-def _check_outcome(request: ImageRequest, images: list, text: str, finish: list[str], refusal: str | None, request_id: str | None, key: str | None) -> None:
-    if "content_filter" in finish and not images:
-        said = f" It said: {errors.scrub(refusal or text, key)}" if (refusal or text) else ""
-        raise errors.ContentFilterError(
-            f"The model refused this request (content filter).{said} Rephrase the prompt or use another image; "
-            "retrying the same request will not help.", code="content_filter", request_id=request_id)
-    if refusal and not images and request.mode.wants_image:
-        raise errors.ContentFilterError(f"The model refused: {errors.scrub(refusal, key)}", code="refusal", request_id=request_id)
-    if request.mode.wants_image and not images:
-        said = f" The model said: {errors.scrub(text, key)!r}" if text else " The answer held no text either."
-        raise errors.NoImageError(
-            f"An image was asked for but the answer held none.{said} Change the prompt or try again.",
-            request_id=request_id, server_message=errors.scrub(text, key) or None)
-    if not request.mode.wants_image and not text:
-        raise errors.NoImageError("A description was asked for but the answer held no text. Try again.", request_id=request_id)
+def _body_kind(raw: bytes) -> str:
+    head = raw[:2048].lower()
+    if b"<html" in head or b"<!doctype" in head:
+        return "an HTML page"
+    if not raw.strip():
+        return "an empty body"
+    return "a body that is not valid JSON (cut short or corrupted)"
 
 
 def _timeout_error(exc: httpx.TimeoutException, t: Timeouts) -> errors.TimeoutError:
