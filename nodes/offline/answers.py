@@ -27,7 +27,8 @@ STREAM_SHAPES: tuple[str, ...] = (
 USAGE_SHAPES: tuple[str, ...] = ("standard", "extended", "none")
 
 # The first text is the seed's, verbatim; the rest are spread across the latency.
-PROGRESS: tuple[str, ...] = ("正在生成图片...", "生成中 25%", "生成中 50%", "生成中 75%", "生成中 100%")
+PROGRESS: tuple[str, ...] = (
+    "正在生成图片...", "生成中 25%", "生成中 50%", "生成中 75%", "生成中 100%")
 _ID_PREFIX = {"text_to_image": "chatcmpl_img_", "edit_image": "chatcmpl_img_edit_",
               "multi_merge": "chatcmpl_img_edit_", "describe": "chatcmpl_vision_"}
 _TOKENS_PER_IMAGE_OUT = 1560

@@ -14,10 +14,11 @@ import select
 import socket
 import time
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 from . import painter
-from .answers import image_answer, no_image_answer, refusal_answer, stream_items, text_answer
+from .answers import (
+    Step, image_answer, no_image_answer, refusal_answer, stream_items, text_answer)
 from .faults import STREAM_ONLY_FAULTS, Fault, status_response
 from .httpio import CLIENT_GONE
 from .wire import ChatRequest, RequestError, decode_images, load_doc, parse_chat, summarize
@@ -89,6 +90,7 @@ def handle_chat(h: "Handler") -> None:
         if srv.wait(fault["delay"]):
             return h.abort()
         fault = None
+    start = time.monotonic()  # latency counts from here: a "slow" delay comes on top of it
     if fault is not None and fault.kind in ("status", "hang", "drop", "not_json"):
         return _early_fault(h, srv, fault)
 
@@ -119,7 +121,6 @@ def handle_chat(h: "Handler") -> None:
     def make() -> list[bytes] | str:
         return srv.cached_render(_render_key(req, fmt), lambda: render(req, fmt))
 
-    start = time.monotonic()
     if streaming:
         steps = stream_items(req, stream_shape, usage_shape, model, make, fault)
         if fault is not None and fault.kind == "reset_mid_body":
@@ -169,8 +170,8 @@ def _half(h: "Handler", data: bytes, content_type: str) -> None:
         h.abort()
 
 
-def _stream(h: "Handler", srv: "OfflineServer", steps, start: float, latency: float,  # type: ignore[no-untyped-def]
-            ok: bool) -> None:
+def _stream(h: "Handler", srv: "OfflineServer", steps: Iterator[Step], start: float,
+            latency: float, ok: bool) -> None:
     """Send SSE steps as chunks, each at ``start + fraction * latency``; None cuts the socket."""
     try:
         h.start_chunked(200, "text/event-stream; charset=utf-8")

@@ -82,7 +82,8 @@ def describe_image(image: Image.Image, question: str = "") -> str:
         colours = f"with a mix of colours, mostly {_join(main)}"
     lum = m["luminance"]
     bright = ("very dark" if lum < 20 else "fairly dark" if lum < 40 else
-              "of medium brightness" if lum < 55 else "fairly bright" if lum < 72 else "very bright")
+              "of medium brightness" if lum < 55 else
+              "fairly bright" if lum < 72 else "very bright")
     std = m["contrast"]
     contrast = "low" if std < 25 else "moderate" if std < 55 else "strong"
     sentences = [

@@ -73,8 +73,9 @@ class Handler(HandlerIO):
         if method == "GET" and path == "/v1/models":
             if not srv.authorized(self.headers.get("Authorization")):
                 return self.send_auth_error()
-            return self.send_json(200, {"object": "list", "data": [
-                {"id": srv.model, "object": "model", "created": 1780470861, "owned_by": "offline"}]})
+            model = {"id": srv.model, "object": "model", "created": 1780470861,
+                     "owned_by": "offline"}
+            return self.send_json(200, {"object": "list", "data": [model]})
         if method == "GET" and path.startswith("/cdn/") and path.endswith(".png"):
             token = path.rsplit("/", 1)[1][:-4]
             data = srv.hosted(token, self.headers.get("Authorization"))
@@ -84,7 +85,8 @@ class Handler(HandlerIO):
             return self.send_bytes(200, data, "image/png")
         if method == "GET" and path.startswith("/redirect/") and path.endswith(".png"):
             token = path.rsplit("/", 1)[1][:-4]
-            target = parse_qs(parts.query).get("to", [f"{srv.link_base or srv.url}/cdn/{token}.png"])[0]
+            default = f"{srv.link_base or srv.url}/cdn/{token}.png"
+            target = parse_qs(parts.query).get("to", [default])[0]
             srv._bump("redirects")
             return self.send_bytes(302, b"", "text/plain", {"Location": target})
         if path.startswith("/_offline/"):

@@ -117,8 +117,9 @@ class HandlerIO(BaseHTTPRequestHandler):
 
     def send_auth_error(self) -> None:
         # The seed's exact body.
-        self.send_json(401, {"error": {"message": "Invalid API key.", "type": "authentication_error",
-                                       "code": "invalid_api_key"}},
+        error = {"message": "Invalid API key.", "type": "authentication_error",
+                 "code": "invalid_api_key"}
+        self.send_json(401, {"error": error},
                        {"WWW-Authenticate": 'Bearer realm="offline"'})
 
     # -- streamed answers ----------------------------------------------------------------------
@@ -136,7 +137,7 @@ class HandlerIO(BaseHTTPRequestHandler):
         self.end_headers()
 
     def write_chunk(self, data: bytes) -> None:
-        """One chunk, written straight to the socket (wfile is unbuffered): the client sees it now."""
+        """One chunk, straight to the socket (wfile is unbuffered): the client sees it now."""
         if data:
             self.wfile.write(b"%X\r\n%s\r\n" % (len(data), data))
 

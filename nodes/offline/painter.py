@@ -208,10 +208,12 @@ def _cat(draw: ImageDraw.ImageDraw, cx: float, cy: float, r: float, fill: tuple)
              (hx + side * hr * 0.2, hy - hr * 0.8)],
             fill=fill,
         )
-        draw.ellipse((hx + side * hr * 0.4 - r * 0.07, hy - r * 0.12, hx + side * hr * 0.4 + r * 0.07,
-                      hy + r * 0.02), fill=(30, 30, 30, 255))
-    draw.line([(cx + r * 0.9, cy + r * 0.6), (cx + r * 1.5, cy + r * 0.2), (cx + r * 1.4, cy - r * 0.5)],
-              fill=fill, width=max(3, int(r * 0.18)), joint="curve")
+        ex = hx + side * hr * 0.4  # an eye
+        draw.ellipse((ex - r * 0.07, hy - r * 0.12, ex + r * 0.07, hy + r * 0.02),
+                     fill=(30, 30, 30, 255))
+    tail = [(cx + r * 0.9, cy + r * 0.6), (cx + r * 1.5, cy + r * 0.2),
+            (cx + r * 1.4, cy - r * 0.5)]
+    draw.line(tail, fill=fill, width=max(3, int(r * 0.18)), joint="curve")
 
 
 def paint_text_to_image(prompt: str, size: str | None = "1024x1024", quality: str | None = "auto",
@@ -338,7 +340,8 @@ def merge_images(images: list[Image.Image], prompt: str, size: str | None = "102
         weight = (wy[:, None] * wx[None, :])[:, :, None]
         num[ey0:ey1, ex0:ex1] += pixels * weight
         den[ey0:ey1, ex0:ex1] += weight
-    out = Image.fromarray(np.clip(num / np.maximum(den, 1e-6) + 0.5, 0, 255).astype(np.uint8), "RGB")
+    mixed = np.clip(num / np.maximum(den, 1e-6) + 0.5, 0, 255).astype(np.uint8)
+    out = Image.fromarray(mixed, "RGB")
     out, _ops = apply_ops(out, prompt, index)
     return out
 

@@ -19,6 +19,7 @@ import time
 import uuid
 from collections import OrderedDict, deque
 from http.server import ThreadingHTTPServer
+from typing import Callable, TypeVar
 
 from ..protocol import DEFAULT_MODEL
 from .answers import ANSWER_SHAPES, STREAM_SHAPES, USAGE_SHAPES
@@ -32,6 +33,7 @@ _CDN_KEEP = 64  # hosted images for markdown_link answers (LRU)
 _RENDER_KEEP = 16  # rendered answers, so repeated identical requests skip the painting
 _KEEP_REQUESTS = 1000
 _KEEP_BODIES = 20
+T = TypeVar("T")
 
 
 def _empty_stats() -> dict:
@@ -62,7 +64,22 @@ class _HTTPServer(ThreadingHTTPServer):
 
 
 class OfflineServer:
-    """A local GPT-5.4-Image-2 compatible server. See the package docstring for the API."""
+    """A local GPT-5.4-Image-2 compatible server on ``host``:``port`` (0 = any free port).
+
+    ``api_key=None`` accepts any non-empty bearer token (a missing one is still 401).
+    Settable at runtime (validated): ``latency`` (seconds: the minimum time to the full answer;
+    SSE progress is spread across it), ``answer_shape`` (ANSWER_SHAPES), ``stream_shape``
+    (STREAM_SHAPES), ``usage_shape`` (USAGE_SHAPES), ``model``, ``link_base`` (host for
+    markdown_link image URLs, default ``url``), ``link_via_redirect`` (links go through
+    ``/redirect/<token>.png?to=...`` on ``url`` first), ``verbose`` (log requests to stderr).
+
+    ``stats`` (a copy): ``requests`` (every POST to the chat path, faulted or refused
+    included), ``ok`` (complete, un-faulted 200 answers), ``by_mode`` (requests whose mode
+    could be read, whatever their answer), ``image_fetches`` and
+    ``image_fetch_authorization`` (GET /cdn/...: the Authorization header or None, per fetch),
+    ``redirects``, ``connections`` (TCP connections accepted: shows keep-alive reuse).
+    ``requests``: a summary per chat request (last 1000); ``bodies``: raw bodies (last 20).
+    """
 
     def __init__(self, api_key: str | None = None, host: str = "127.0.0.1", port: int = 0,
                  latency: float = 0.0, model: str = DEFAULT_MODEL, answer_shape: str = "seed",
@@ -174,8 +191,9 @@ class OfflineServer:
         self._stopping.clear()
         self._httpd = _HTTPServer((self.host, self.port or self._requested_port), self)
         self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"offline-server-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+            name=f"offline-server-{self.port}", daemon=True)
         self._thread.start()
         return self
 
@@ -292,7 +310,8 @@ class OfflineServer:
             self._stats["image_fetch_authorization"].append(authorization)
         return data
 
-    def cached_render(self, key: tuple, make):  # type: ignore[no-untyped-def]
+    def cached_render(self, key: tuple, make: Callable[[], T]) -> T:
+        """``make()``'s value, memoised by ``key`` (LRU): repeated identical requests are cheap."""
         with self._lock:
             if key in self._renders:
                 self._renders.move_to_end(key)
@@ -309,9 +328,10 @@ def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
 
-def run_server_cli(argv: list[str] | None = None) -> int:
-    """``python -m gpt_image_nodes.nodes.offline``: serve until Ctrl-C; returns 0."""
-    parser = argparse.ArgumentParser(description="Offline GPT-5.4-Image-2 compatible server.")
+def run_server_cli(argv: list[str] | None = None, *, prog: str | None = None) -> int:
+    """Serve until Ctrl-C (or SIGTERM); returns 0, or 1 when the port can't be bound."""
+    parser = argparse.ArgumentParser(prog=prog,
+                                     description="Offline GPT-5.4-Image-2 compatible server.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765, help="0 = any free port")
     parser.add_argument("--key", default=None, help="require this API key (default: any)")

@@ -6,8 +6,8 @@ so the mode is decided from the content:
 - string content, or a list without image parts -> ``text_to_image``;
 - two or more image parts -> ``multi_merge``;
 - one image part -> ``describe`` when the text reads like a question or a request for a
-  description (describe, what, explain, caption, "?", 描述, 分析, 什么, ...) AND the body has no
-  ``size``/``quality``/``n`` AND the text names no edit keyword (blur, 黑白, ...); otherwise
+  description (describe, what, explain, caption, "?", 描述, 分析, 什么, ...) AND the body
+  has no ``size``/``quality``/``n`` AND the text names no edit keyword (blur, 黑白, ...); else
   ``edit_image``. An explicit ``"modalities": ["text"]`` forces describe and a ``modalities``
   list containing ``"image"`` forces an image mode (OpenRouter-style hint).
 """
