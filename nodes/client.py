@@ -78,7 +78,11 @@ class AsyncImageClient:
         max_answer_bytes: int = MAX_ANSWER_BYTES,
         max_link_bytes: int = MAX_LINK_BYTES,
     ) -> None:
-        self._settings = settings or Settings.resolve(api_key, base_url, model, backend)
+        if settings is None:
+            settings = Settings.resolve(api_key, base_url, model, backend)
+        elif any(v is not None for v in (api_key, base_url, model, backend)):
+            raise ValueError("Pass either settings or api_key/base_url/model/backend, not both.")
+        self._settings = settings
         self.timeouts = timeouts or Timeouts()
         self.retry = retry or RetryPolicy()
         self.max_concurrency = max(1, int(max_concurrency))
@@ -176,7 +180,8 @@ class AsyncImageClient:
         async with state.slots:
             while True:
                 attempt += 1
-                emit("status", "sending request" if attempt == 1 else f"attempt {attempt}")
+                # One "request" event per HTTP attempt: runtimes count what was paid for from it.
+                emit("request", "sending request" if attempt == 1 else f"sending request (attempt {attempt})")
                 log.debug("POST %s attempt %d: %s", base_url + CHAT_COMPLETIONS_PATH, attempt, request.describe_for_log())
                 remaining = deadline - time.monotonic()
                 try:

@@ -24,7 +24,7 @@ from .errors import InvalidInputError
 from .protocol import DEFAULT_DESCRIBE_QUESTION, MAX_N, QUALITIES, SIZES
 from .retry import CancelCheck
 
-__all__ = ["InputSpec", "OutputSpec", "NodeType", "RunContext", "ClientPool", "NODE_TYPES", "settings_for", "MAX_MERGE_INPUTS", "fit_to_size", "apply_mask"]
+__all__ = ["InputSpec", "OutputSpec", "NodeType", "RunContext", "ClientPool", "NODE_TYPES", "MAX_MERGE_INPUTS", "fit_to_size", "apply_mask"]
 
 #: MultiMerge takes image_1 .. image_8 (the first two required).
 MAX_MERGE_INPUTS = 8
@@ -305,15 +305,17 @@ NODE_TYPES: dict[str, NodeType] = {
 }
 
 
-def settings_for(backend: str, base_url: str, model: str) -> Settings:
-    """Settings for a node's optional overrides (empty = configured default)."""
-    return Settings.resolve(base_url=base_url or None, model=model or None, backend=None if backend in ("", "auto") else backend)
-
-
 class ClientPool:
-    """One client per (backend, base URL, model), so connections are reused across runs."""
+    """One client per (backend, base URL, model), so connections are reused across runs.
 
-    def __init__(self, **client_kwargs: Any) -> None:
+    ``api_key``, ``base_url``, ``model`` and ``backend`` given here are the pool's defaults: a
+    node's non-empty override wins over them, and they win over environment and config file.
+    Other keyword arguments go to every :class:`AsyncImageClient` (timeouts, retry, ...).
+    """
+
+    def __init__(self, *, api_key: str | None = None, base_url: str | None = None, model: str | None = None,
+                 backend: str | None = None, **client_kwargs: Any) -> None:
+        self._defaults = (api_key, base_url, model, backend)
         self._kwargs = client_kwargs
         self._clients: dict[tuple[str, str, str], AsyncImageClient] = {}
 
@@ -321,5 +323,12 @@ class ClientPool:
         key = (backend or "auto", base_url or "", model or "")
         client = self._clients.get(key)
         if client is None:
-            client = self._clients[key] = AsyncImageClient(settings_for(*key), **self._kwargs)
+            api_key, default_url, default_model, default_backend = self._defaults
+            settings = Settings.resolve(
+                api_key=api_key,
+                base_url=base_url or default_url or None,
+                model=model or default_model or None,
+                backend=backend if backend not in ("", "auto") else default_backend,
+            )
+            client = self._clients[key] = AsyncImageClient(settings, **self._kwargs)
         return client

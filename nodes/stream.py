@@ -23,7 +23,8 @@ log = logging.getLogger("gpt_image_nodes.client")
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    """What a running request reports. ``kind``: status, text, image or retry."""
+    """What a running request reports. ``kind``: request (one per HTTP attempt), status, text,
+    image or retry."""
 
     kind: str
     text: str = ""

@@ -73,6 +73,14 @@ def cache_key(class_type: str, inputs: Mapping[str, Any], endpoint: Mapping[str,
     return hashlib.sha256(json.dumps(doc, sort_keys=True, ensure_ascii=True).encode()).hexdigest()
 
 
+def _size(value: Any) -> int:
+    if isinstance(value, (list, tuple)):
+        return sum(_size(v) for v in value)
+    if isinstance(value, Image.Image):
+        return value.width * value.height * len(value.getbands())
+    return len(str(value))
+
+
 def _encode(key: str, outputs: tuple, meta: Mapping[str, Any]) -> bytes:
     parts: list[dict] = []
     blobs: list[bytes] = []
@@ -119,13 +127,15 @@ def _decode(key: str, data: bytes) -> tuple:
 
 class ResultCache:
     """Outputs by cache key. ``directory=None`` keeps results in memory only; the default is
-    :func:`default_cache_dir`. Both layers are thread-safe."""
+    :func:`default_cache_dir`. The memory layer keeps the most recently used results up to
+    ``max_memory_bytes`` of pixels (the disk layer has no limit). Thread-safe."""
 
-    def __init__(self, directory: "Path | str | None" = _DEFAULT, memory: bool = True, max_memory_items: int = 256) -> None:
+    def __init__(self, directory: "Path | str | None" = _DEFAULT, memory: bool = True, max_memory_bytes: int = 512 * 2**20) -> None:
         self.directory: Path | None = default_cache_dir() if directory is _DEFAULT else (Path(directory) if directory is not None else None)
         self.memory = memory
-        self.max_memory_items = max(1, max_memory_items)
-        self._items: "OrderedDict[str, tuple]" = OrderedDict()
+        self.max_memory_bytes = max_memory_bytes
+        self._items: "OrderedDict[str, tuple[tuple, int]]" = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -140,7 +150,7 @@ class ResultCache:
             with self._lock:
                 if key in self._items:
                     self._items.move_to_end(key)
-                    return self._items[key]
+                    return self._items[key][0]
         path = self.path(key)
         if path is None:
             return None
@@ -174,16 +184,20 @@ class ResultCache:
     def _remember(self, key: str, outputs: tuple) -> None:
         if not self.memory:
             return
+        size = sum(_size(v) for v in outputs)
         with self._lock:
-            self._items[key] = outputs
-            self._items.move_to_end(key)
-            while len(self._items) > self.max_memory_items:
-                self._items.popitem(last=False)
+            if key in self._items:
+                self._bytes -= self._items.pop(key)[1]
+            self._items[key] = (outputs, size)
+            self._bytes += size
+            while self._bytes > self.max_memory_bytes and len(self._items) > 1:
+                self._bytes -= self._items.popitem(last=False)[1][1]
 
     def clear(self, disk: bool = False) -> None:
         """Forget the memory layer (and, with ``disk``, delete every entry on disk)."""
         with self._lock:
             self._items.clear()
+            self._bytes = 0
         if disk and self.directory is not None and self.directory.is_dir():
             for entry in self.directory.glob("*/*.entry"):
                 entry.unlink(missing_ok=True)

@@ -1,5 +1,5 @@
-"""Every node type a workflow may hold: our four, plus ComfyUI's LoadImage, SaveImage and
-PreviewImage, described with the same InputSpec/OutputSpec so validation, the UI-format
+"""Every node type a workflow may hold: our four, plus ComfyUI's LoadImage, SaveImage,
+PreviewImage and ImageFromBatch, described with the same InputSpec/OutputSpec so validation, the UI-format
 converter and the executor read one table.
 """
 
@@ -52,6 +52,15 @@ CORE_TYPES: dict[str, NodeInfo] = {
         (), True, (315, 270),
     ),
     "PreviewImage": NodeInfo("PreviewImage", (_IMAGE_IN,), (), True, (315, 246)),
+    # Picks images out of a batch (e.g. one of n variants to edit further), as ComfyUI does.
+    "ImageFromBatch": NodeInfo(
+        "ImageFromBatch",
+        (InputSpec("image", "IMAGE", "The batch."),
+         InputSpec("batch_index", "INT", "First image to take (0-based).", default=0, minimum=0, maximum=4095),
+         InputSpec("length", "INT", "How many images to take.", default=1, minimum=1, maximum=4096)),
+        (OutputSpec("IMAGE", "IMAGE", "The picked images."),),
+        False, (315, 106),
+    ),
 }
 
 

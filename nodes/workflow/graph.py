@@ -290,7 +290,9 @@ class Workflow:
         while True:
             nxt = min(deps[path[-1]] & left, key=node_sort_key)
             if nxt in seen:
-                return list(reversed(path[seen[nxt]:]))
+                cycle = list(reversed(path[seen[nxt]:]))  # in the direction data flows
+                first = cycle.index(min(cycle, key=node_sort_key))
+                return cycle[first:] + cycle[:first]
             seen[nxt] = len(path)
             path.append(nxt)
 

@@ -161,7 +161,7 @@ def api_to_ui(api: "Mapping[str, Any] | Workflow", *, layout: Mapping[str, Any] 
                     if spec.name == "seed":
                         widgets.append("fixed")  # never re-roll: a new seed is a new paid request
                     if linked:
-                        slots.append({"name": spec.name, "type": "STRING" if spec.kind == "CHOICE" else spec.kind, "link": None, "widget": {"name": spec.name}})
+                        slots.append({"name": spec.name, "type": "COMBO" if spec.kind == "CHOICE" else spec.kind, "link": None, "widget": {"name": spec.name}})
             outputs = [{"name": o.name, "type": o.kind, "links": None, "slot_index": i} for i, o in enumerate(info.outputs)]
         else:
             widgets = [v for v in inputs.values() if as_link(v) is None]
