@@ -121,6 +121,8 @@ class AsyncImageClient:
 
     def _state(self) -> _LoopState:
         loop = asyncio.get_running_loop()
+        for old in [lp for lp in self._loops if lp.is_closed()]:
+            self._loops.pop(old, None)  # its state refers back to it, so it would never be freed
         state = self._loops.get(loop)
         if state is None:
             state = self._loops[loop] = _LoopState(self)

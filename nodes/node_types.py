@@ -29,10 +29,11 @@ __all__ = ["InputSpec", "OutputSpec", "NodeType", "RunContext", "ClientPool", "N
 #: MultiMerge takes image_1 .. image_8 (the first two required).
 MAX_MERGE_INPUTS = 8
 CATEGORY = "GPT Image 2"
-SEED_TOOLTIP = (
-    "Not sent to the API (it takes no seed). Changing it makes a new request instead of reusing "
-    "the cached result; the image will differ, but not reproducibly."
-)
+def _seed_tooltip(what: str) -> str:
+    return (
+        "Not sent to the API (it takes no seed). Changing it makes a new request instead of reusing "
+        f"the cached result; the {what} will differ, but not reproducibly."
+    )
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def _prompt(tooltip: str = "What to draw or change. Plain language; the model re
 _SIZE = InputSpec("size", "CHOICE", "Output size in pixels. 'auto' lets the model choose (the result's size is read from the answer).", default="auto", choices=SIZES)
 _QUALITY = InputSpec("quality", "CHOICE", "Rendering quality; higher costs more and takes longer.", default="auto", choices=QUALITIES)
 _N = InputSpec("n", "INT", f"Images per request (1-{MAX_N}). With an IMAGE batch of B, each of the B requests asks for n.", default=1, minimum=1, maximum=MAX_N)
-_SEED = InputSpec("seed", "INT", SEED_TOOLTIP, default=0, minimum=0, maximum=2**53)
+_SEED = InputSpec("seed", "INT", _seed_tooltip("image"), default=0, minimum=0, maximum=2**53)
 _CONNECTION = (
     InputSpec("backend", "CHOICE", "auto: the real API when a key is configured, else the built-in offline backend (procedural images, no cost). offline: always the offline backend. remote: always the API.", default="auto", choices=BACKENDS, optional=True, advanced=True),
     InputSpec("base_url", "STRING", "Gateway base URL; empty = the configured default (GPT_IMAGE_BASE_URL or https://api.yisu.com). The key is never a widget: it comes from GPT_IMAGE_API_KEY or the config file.", default="", optional=True, advanced=True),
@@ -297,7 +298,8 @@ NODE_TYPES: dict[str, NodeType] = {
             "GPTImage2Describe", "GPT Image 2 · Describe",
             "Describe an image, or answer a question about it, in text.",
             (InputSpec("image", "IMAGE", "The image (or batch) to describe; a batch gives one numbered paragraph per image."),
-             InputSpec("question", "STRING", "What to ask about the image.", default=DEFAULT_DESCRIBE_QUESTION, multiline=True), _SEED, *_CONNECTION),
+             InputSpec("question", "STRING", "What to ask about the image.", default=DEFAULT_DESCRIBE_QUESTION, multiline=True),
+             InputSpec("seed", "INT", _seed_tooltip("answer"), default=0, minimum=0, maximum=2**53), *_CONNECTION),
             (OutputSpec("description", "STRING", "The model's description or answer."), _USAGE_OUT),
             _describe,
         ),

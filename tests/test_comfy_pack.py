@@ -147,7 +147,9 @@ class FakeComfy:
 
 @pytest.fixture
 def comfy(monkeypatch):
-    return FakeComfy(monkeypatch)
+    fake = FakeComfy(monkeypatch)
+    yield fake
+    assert all(CANARY not in text for _, text in fake.texts)  # nor in the node's text
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -284,11 +286,11 @@ def test_text_to_image_n2_with_progress(pack, srv, comfy):
 
 def test_edit_batch_of_three_is_three_requests_in_order(pack, srv, comfy):
     colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
-    images, _, usage = run(pack, "GPTImage2EditImage", image=solid(*colours), prompt="invert the colours", size="auto", quality="low", n=1, seed=0, **remote(srv))
+    images, _, usage = run(pack, "GPTImage2EditImage", image=solid(*colours), prompt="invert the colours", size="auto", quality="low", n=1, seed=0, **remote(srv, stream=False))
     assert srv.stats["requests"] == 3 and tuple(images.shape) == (3, 40, 48, 3)
     for out, colour in zip(images, colours):  # inverted, in input order
         assert np.allclose(out.mean(dim=(0, 1)).numpy(), 1 - np.array(colour) / 255, atol=0.02)
-    assert json.loads(usage).get("total_tokens", 0) > 0
+    assert json.loads(usage)["total_tokens"] > 0  # summed over the 3 requests (JSON answers carry usage)
     assert any(t.startswith("[3/3]") or "\n[3/3]" in t for _, t in comfy.texts)
 
 
@@ -338,6 +340,14 @@ def test_the_client_pool_is_reused(pack, srv):
         run(pack, "GPTImage2TextToImage", prompt="x", size="1024x1024", quality="low", n=1, seed=0, **remote(srv))
     pool = nodes.client_pool()
     assert pool is nodes.client_pool() and pool("remote", srv.url, "") is pool("remote", srv.url, "")
+
+
+def test_connections_are_closed_when_the_prompt_loop_ends(pack, srv):
+    """ComfyUI runs each prompt in its own asyncio.run(): nothing may outlive that loop."""
+    for _ in range(3):
+        run(pack, "GPTImage2EditImage", image=solid((1, 2, 3), (4, 5, 6)), prompt="invert", size="auto", quality="low", n=1, seed=0, **remote(srv))
+    client = sub("nodes.comfy.nodes").client_pool()("remote", srv.url, "")
+    assert len(client._loops) == 0 and not sub("nodes.comfy.runtime")._closers
 
 
 # -- cancel ---------------------------------------------------------------------------------------
@@ -418,6 +428,8 @@ def test_error_paths_raise_clear_errors(pack, srv, comfy, case, change, error, w
     assert_clean(info.value)
     if requests:
         assert comfy.texts[-1][1].startswith("Failed: ")  # the reason also shows on the node
+    if requests > 1:
+        assert any("retrying in" in text for _, text in comfy.texts)  # retries show while they happen
 
 
 def test_wrong_key_is_a_clear_401_without_the_key(pack, comfy):

@@ -35,6 +35,12 @@ def set_client_pool(pool: ClientPool | None) -> None:
         _pool = pool
 
 
+def _client_for(backend: str, base_url: str, model: str) -> Any:
+    client = client_pool()(backend, base_url, model)
+    runtime.close_at_loop_end(client)
+    return client
+
+
 def _widget(spec: InputSpec) -> tuple[Any, dict[str, Any]]:
     options: dict[str, Any] = {"tooltip": spec.tooltip}
     if spec.kind in ("IMAGE", "MASK"):
@@ -96,7 +102,7 @@ async def run_node(spec: NodeType, unique_id: str | None, inputs: dict[str, Any]
     requests = len(values["image"]) if isinstance(values.get("image"), list) else 1
     per_request = int(values.get("n") or 1) if any(o.kind == "IMAGE" for o in spec.outputs) else 0
     progress = runtime.NodeProgress(host, unique_id, requests, per_request)
-    ctx = RunContext(client_for=client_pool(), on_progress=progress, cancel_check=progress.cancelled)
+    ctx = RunContext(client_for=_client_for, on_progress=progress, cancel_check=progress.cancelled)
     try:
         outputs = await spec.run(ctx, **values)
     except errors.CancelledError:

@@ -7,6 +7,8 @@ or a test can replace the hooks with :func:`set_hooks`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 import sys
@@ -15,7 +17,7 @@ from typing import Any
 
 from ..client import ProgressEvent
 
-__all__ = ["Hooks", "ComfyHooks", "hooks", "set_hooks", "NodeProgress"]
+__all__ = ["Hooks", "ComfyHooks", "hooks", "set_hooks", "NodeProgress", "close_at_loop_end"]
 
 log = logging.getLogger("gpt_image_nodes.comfy")
 
@@ -94,6 +96,39 @@ def set_hooks(new: Hooks | None) -> Hooks | None:
     global _override
     previous, _override = _override, new
     return previous
+
+
+# loop -> (closer task, clients used in that loop); the task is held here because asyncio
+# keeps only weak references to tasks.
+_closers: dict[asyncio.AbstractEventLoop, tuple[asyncio.Task, set]] = {}
+
+
+def close_at_loop_end(client: Any) -> None:
+    """Close ``client``'s connections for the running loop when that loop is shut down.
+
+    ComfyUI runs every prompt in its own ``asyncio.run()``; httpx connections belong to one
+    loop, so without this each prompt would leak its loop, clients and open sockets. A parked
+    task is cancelled by ``asyncio.run``'s cleanup and closes them then. (Connections are
+    reused within a prompt; a host with one long-lived loop keeps them for good.)
+    """
+    loop = asyncio.get_running_loop()
+    for old in [old for old in _closers if old.is_closed()]:  # a loop closed without cleanup
+        _closers.pop(old, None)
+    entry = _closers.get(loop)
+    if entry is None:
+        clients: set = set()
+        entry = _closers[loop] = (loop.create_task(_close_when_cancelled(loop, clients), name="gpt-image-nodes closer"), clients)
+    entry[1].add(client)
+
+
+async def _close_when_cancelled(loop: asyncio.AbstractEventLoop, clients: set) -> None:
+    try:
+        await asyncio.Event().wait()
+    finally:
+        _closers.pop(loop, None)
+        for client in list(clients):
+            with contextlib.suppress(Exception):
+                await client.aclose()
 
 
 class NodeProgress:

@@ -30,7 +30,9 @@ def _as_numpy(value: Any, name: str) -> np.ndarray:
         raise InvalidInputError(f"Input '{name}' is a {type(value).__name__}, not an image tensor.") from None
     if array.size == 0:
         raise InvalidInputError(f"Input '{name}' is empty (shape {tuple(array.shape)}).")
-    if not np.isfinite(array).all():
+    # One reduction finds any NaN/inf (the sum is then NaN/inf); only then (or on overflow of
+    # huge finite values) is the exact, 4x costlier, element-wise check run.
+    if not np.isfinite(array.sum()) and not np.isfinite(array).all():
         bad = int((~np.isfinite(array)).sum())
         raise InvalidInputError(
             f"Input '{name}' holds {bad} NaN or infinite value(s), so it is not a valid image. "
@@ -41,7 +43,10 @@ def _as_numpy(value: Any, name: str) -> np.ndarray:
 
 def to_uint8(array: np.ndarray) -> np.ndarray:
     """0..1 floats to uint8 by round(clip(x, 0, 1) * 255) (round half to even, as numpy)."""
-    return np.rint(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)
+    scaled = np.clip(array, 0.0, 1.0)  # the one float temporary, then worked on in place
+    scaled *= 255.0
+    np.rint(scaled, out=scaled)
+    return scaled.astype(np.uint8)
 
 
 def image_to_pils(value: Any, name: str = "image") -> list[Image.Image]:
@@ -54,9 +59,14 @@ def image_to_pils(value: Any, name: str = "image") -> list[Image.Image]:
             f"Input '{name}' has shape {tuple(array.shape)}; an IMAGE must be [batch, height, width, 3] "
             "(or 1/4 channels). Is a MASK or latent connected to an image input?"
         )
-    pixels = to_uint8(array)
-    mode = {1: "L", 3: "RGB", 4: "RGBA"}[pixels.shape[-1]]
-    return [Image.fromarray(p[..., 0] if mode == "L" else p, mode) for p in pixels]
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}[array.shape[-1]]
+    # Image by image: the float temporaries stay one image large (a batch of 8 at 1024x1024
+    # converted at once makes 100 MB temporaries and runs 5x slower from page faults alone).
+    images = []
+    for frame in array:
+        pixels = to_uint8(frame)
+        images.append(Image.fromarray(pixels[..., 0] if mode == "L" else pixels, mode))
+    return images
 
 
 def mask_to_pils(value: Any, name: str = "mask") -> list[Image.Image]:
