@@ -25,7 +25,7 @@ __all__ = ["main", "build_parser"]
 
 _EPILOG = """\
 examples:
-  gpt-image-nodes run workflows/text_to_image.api.json --out out --backend offline
+  gpt-image-nodes run workflows/api/text_to_image.json --out out --backend offline
   gpt-image-nodes run chain.json --out out --set 1.prompt="a red fox" --set 1.seed=7
   gpt-image-nodes run chain.json --out out --batch items.csv      (resumable)
   gpt-image-nodes serve --port 8765                              (offline server)

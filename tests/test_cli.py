@@ -68,7 +68,7 @@ def test_invalid_runs_exit_2_naming_the_node_and_send_nothing(args, message, env
 
 
 def test_an_unknown_node_type_and_usage_errors_exit_2(env, tmp_path, capsys):
-    wf = json.loads((WORKFLOWS / "text_to_image.api.json").read_text())
+    wf = json.loads((WORKFLOWS / "api" / "text_to_image.json").read_text())
     wf["7"] = {"class_type": "KSampler", "inputs": {}}
     (tmp_path / "wf.json").write_text(json.dumps(wf))
     assert main(["run", str(tmp_path / "wf.json")]) == 2
@@ -103,7 +103,7 @@ def test_a_failed_node_exits_1_and_keeps_what_finished(env, tmp_path, capsys):
 
 def test_backend_offline_needs_no_key(env, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("GPT_IMAGE_API_KEY")
-    wf = WORKFLOWS / "describe_image.api.json"
+    wf = WORKFLOWS / "api" / "describe_image.json"
     assert main(["run", str(wf), "--out", str(tmp_path / "out"), "--backend", "offline", "-q"]) == 0
     assert "2 requests sent" in capsys.readouterr().out and env.stats["requests"] == 0  # the built-in server answered
     assert main(["run", str(wf), "--out", str(tmp_path / "out"), "--backend", "remote", "-q"]) == 1
@@ -138,7 +138,7 @@ def test_ctrl_c_during_a_batch_then_resume(env, tmp_path, capsys):
 
 def test_as_a_real_subprocess(env, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "gpt_image_nodes.nodes.cli", "run", str(WORKFLOWS / "merge_two_generated.api.json"),
+        [sys.executable, "-m", "gpt_image_nodes.nodes.cli", "run", str(WORKFLOWS / "api" / "merge_two_generated.json"),
          "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c2"), "--concurrency", "2"],
         capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONIOENCODING": "utf-8"})
     assert proc.returncode == 0, proc.stderr

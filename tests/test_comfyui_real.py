@@ -233,11 +233,11 @@ def _prepare_workflow(comfy: Comfy, prompt: dict) -> int:
     return ours
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "workflows").glob("*.api.json")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((ROOT / "workflows" / "api").glob("*.json")), ids=lambda p: p.name)
 def test_shipped_workflows_run(comfy, offline, path):
     prompt = json.loads(path.read_text(encoding="utf-8"))
     ours = _prepare_workflow(comfy, prompt)
-    twin = path.with_name(path.name.replace(".api.json", ".json"))
+    twin = path.parent.parent / path.name
     workflow = json.loads(twin.read_text(encoding="utf-8")) if twin.is_file() else None
     offline.reset()
     entry = comfy.run(prompt, workflow)

@@ -20,7 +20,7 @@ from gpt_image_nodes.nodes.workflow import (
 from gpt_image_nodes.nodes.workflow.catalog import is_ours
 
 WORKFLOWS = Path(gpt_image_nodes.__file__).resolve().parent / "workflows"
-API_FILES = sorted(WORKFLOWS.glob("*.api.json"))
+API_FILES = sorted((WORKFLOWS / "api").glob("*.json"))
 FAST = dict(retry=RetryPolicy(max_retries=2, initial_backoff=0.02, max_backoff=0.1), timeouts=Timeouts(connect=2, read=10, write=10, total=30))
 
 
@@ -50,13 +50,13 @@ def ours(wf: Workflow) -> int:
 
 
 def chain() -> Workflow:
-    return load_workflow(WORKFLOWS / "chain_edit_edit_describe.api.json")
+    return load_workflow(WORKFLOWS / "api" / "chain_edit_edit_describe.json")
 
 
 # -- every shipped workflow ---------------------------------------------------------------------
 
 def test_workflows_are_shipped():
-    names = {p.name.removesuffix(".api.json") for p in API_FILES}
+    names = {p.stem for p in API_FILES}
     assert {"text_to_image", "edit_image", "describe_image", "merge_two_generated", "chain_edit_edit_describe"} <= names
     for path in API_FILES:
         kinds = {n["class_type"] for n in load_workflow(path).nodes.values()}
@@ -74,7 +74,7 @@ def test_workflow_runs_then_costs_nothing_again(path, make, env, tmp_path):
 
     env.reset()
     again = make(cache=ResultCache(tmp_path / "cache"))  # fresh process-like executor, same disk folder
-    ui_twin = load_workflow(path.with_name(path.name.replace(".api.json", ".json")))
+    ui_twin = load_workflow(WORKFLOWS / path.name)
     second = again.run_sync(ui_twin)  # the UI twin is the same graph: same keys
     assert env.stats["requests"] == second.requests == 0
     assert second.cache_hits == n
@@ -87,7 +87,7 @@ def test_workflow_runs_then_costs_nothing_again(path, make, env, tmp_path):
 @pytest.mark.parametrize("path", API_FILES, ids=lambda p: p.name)
 def test_ui_twin_is_generated_from_the_api_file(path, canary_key):
     api = json.loads(path.read_text(encoding="utf-8"))
-    twin = path.with_name(path.name.replace(".api.json", ".json"))
+    twin = WORKFLOWS / path.name
     ui = json.loads(twin.read_text(encoding="utf-8"))
     assert ui == api_to_ui(api)
     assert ui["version"] == 0.4 and ui["last_node_id"] == max(n["id"] for n in ui["nodes"])
@@ -124,7 +124,7 @@ def test_editing_a_node_reruns_it_and_its_dependents_only(make, env):
 
 def test_stream_flag_is_not_part_of_the_key_and_usage_is_summed(make, env):
     ex = make()
-    wf = load_workflow(WORKFLOWS / "text_to_image.api.json")
+    wf = load_workflow(WORKFLOWS / "api" / "text_to_image.json")
     report = ex.run_sync(wf, overrides={"1.stream": False})
     assert report.usage.get("total_tokens", 0) > 0
     report = ex.run_sync(wf)  # streamed or not, the same image: not bought twice
@@ -132,7 +132,7 @@ def test_stream_flag_is_not_part_of_the_key_and_usage_is_summed(make, env):
 
 
 def test_damaged_cache_entries_are_ignored_and_recomputed(make, env, tmp_path):
-    wf = load_workflow(WORKFLOWS / "text_to_image.api.json")
+    wf = load_workflow(WORKFLOWS / "api" / "text_to_image.json")
     good = make().run_sync(wf)
     [entry] = (tmp_path / "cache").glob("*/*.entry")
     data = entry.read_bytes()
@@ -148,7 +148,7 @@ def test_damaged_cache_entries_are_ignored_and_recomputed(make, env, tmp_path):
 
 
 def test_no_cache_sends_again(make, env):
-    wf = load_workflow(WORKFLOWS / "text_to_image.api.json")
+    wf = load_workflow(WORKFLOWS / "api" / "text_to_image.json")
     ex = make(cache=None)
     ex.run_sync(wf)
     ex.run_sync(wf)
@@ -214,7 +214,7 @@ def test_overrides_resolve_nodes_and_convert_text():
 
 def test_independent_branches_run_concurrently_dependent_ones_in_order(make, env):
     env.latency = 0.5
-    wf = load_workflow(WORKFLOWS / "merge_two_generated.api.json")
+    wf = load_workflow(WORKFLOWS / "api" / "merge_two_generated.json")
     start = time.monotonic()
     report = make().run_sync(wf, targets=["1", "2"])
     assert time.monotonic() - start < 0.9 and env.stats["requests"] == 2
@@ -253,7 +253,7 @@ def test_a_failure_skips_dependents_and_keeps_the_rest(make, env, tmp_path):
 def test_cancel_stops_a_request_in_flight(make, env):
     env.latency = 2.0
     flag = {"stop": False}
-    wf = load_workflow(WORKFLOWS / "text_to_image.api.json")
+    wf = load_workflow(WORKFLOWS / "api" / "text_to_image.json")
     start = time.monotonic()
     report = make().run_sync(wf, on_event=lambda e: flag.update(stop=e.kind == "start" or flag["stop"]), cancel_check=lambda: flag["stop"])
     assert time.monotonic() - start < 1.0
@@ -262,7 +262,7 @@ def test_cancel_stops_a_request_in_flight(make, env):
 
 def test_run_sync_works_inside_a_running_loop(make, env):
     async def inside():
-        return make().run_sync(load_workflow(WORKFLOWS / "text_to_image.api.json"))
+        return make().run_sync(load_workflow(WORKFLOWS / "api" / "text_to_image.json"))
     assert asyncio.run(inside()).requests == 1
 
 

@@ -13,7 +13,7 @@ from gpt_image_nodes.nodes import RetryPolicy
 from gpt_image_nodes.nodes.node_types import ClientPool
 from gpt_image_nodes.nodes.workflow import DONE_MARKER, Executor, ResultCache, WorkflowError, load_batch_items, run_batch
 
-TEXT_TO_IMAGE = Path(gpt_image_nodes.__file__).resolve().parent / "workflows" / "text_to_image.api.json"
+TEXT_TO_IMAGE = Path(gpt_image_nodes.__file__).resolve().parent / "workflows" / "api" / "text_to_image.json"
 COLOURS = ["red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink", "brown", "gold"]
 
 

@@ -19,7 +19,7 @@ from ..nodes.protocol import DEFAULT_DESCRIBE_QUESTION
 __all__ = [
     "STEP_TYPES", "CLASS_OF", "TYPE_OF", "MAX_STEPS", "ChainError", "new_step", "add_step",
     "remove_step", "duplicate_step", "move_step", "output_count", "input_choices", "ref_value",
-    "value_ref", "max_inputs", "chain_to_api", "api_to_chain", "dependencies", "step_node_id",
+    "value_ref", "max_inputs", "pick_supported", "chain_to_api", "api_to_chain", "dependencies", "step_node_id",
 ]
 
 #: Short names shown on blocks -> node class names in workflows.
@@ -85,7 +85,8 @@ def add_step(chain: list[dict], kind: str) -> list[dict]:
     step = new_step(kind)
     src = _last_image_step(chain, len(chain))
     if src is not None and max_inputs(kind):
-        step["inputs"] = [{"step": src, "pick": 0 if output_count(chain, src) > 1 else None}]
+        pick = 0 if output_count(chain, src) > 1 and pick_supported() else None
+        step["inputs"] = [{"step": src, "pick": pick}]
     return [*copy.deepcopy(chain), step]
 
 
@@ -181,17 +182,27 @@ def input_choices(chain: list[dict], k: int) -> list[tuple[str, str]]:
 
 # -- chain -> ComfyUI API workflow -------------------------------------------------------------
 
+def pick_supported() -> bool:
+    """Whether the executor knows ComfyUI's ImageFromBatch (needed to pass on one image of n)."""
+    try:
+        from ..nodes.workflow.catalog import node_info
+    except ImportError:
+        return False
+    return node_info("ImageFromBatch") is not None
+
+
 def step_node_id(k: int) -> str:
     return str(k + 1)
 
 
-def chain_to_api(chain: list[dict], connection: Mapping[str, str] | None = None) -> dict[str, dict]:
+def chain_to_api(chain: list[dict], connection: Mapping[str, str] | None = None, *, picks: bool = True) -> dict[str, dict]:
     """The chain as a ComfyUI API-format workflow.
 
     Step k is node ``k+1``; LoadImage (uploads, by file name in the input folder),
     ImageFromBatch (a pick out of a batch) and PreviewImage (one per image step) follow.
     ``connection`` (backend/base_url/model) is written into every step when running, so a change
     of backend is a change of inputs and never reuses a cached result; exports leave it out.
+    ``picks=False`` (a runtime without ImageFromBatch) passes a multi-image step on whole.
     """
     wf: dict[str, dict] = {}
     aux: dict[tuple, str] = {}
@@ -215,7 +226,7 @@ def chain_to_api(chain: list[dict], connection: Mapping[str, str] | None = None)
         if chain[src]["type"] == "Describe":
             raise ChainError(f"Step {k + 1} reads step {src + 1}, a Describe step, which has no image.")
         pick = ref.get("pick")
-        if pick is None or output_count(chain, src) == 1:
+        if pick is None or not picks or output_count(chain, src) == 1:
             return [step_node_id(src), 0]
         return node(("pick", src, pick), "ImageFromBatch", {"image": [step_node_id(src), 0], "batch_index": int(pick), "length": 1})
 

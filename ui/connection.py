@@ -69,11 +69,11 @@ def check_base_url(url: str, env: Mapping[str, str] | None = None) -> str:
         return value  # a local canvas belongs to the person at the keyboard
     host = (urlsplit(value).hostname or "").lower()
     hosts = allowed_hosts(env)
-    listed = host in hosts or any(h.startswith("*.") and host.endswith(h[1:]) for h in hosts)
-    if listed and not (host not in hosts and _private(host)):
-        return value
-    if "*" in hosts and not _private(host):
-        return value
+    if host in hosts:
+        return value  # named exactly: the operator means it, private address or not
+    wildcard = "*" in hosts or any(h.startswith("*.") and host.endswith(h[1:]) for h in hosts)
+    if wildcard and not _private(host):
+        return value  # a pattern never opens the Space's own network (metadata, loopback)
     raise ConfigurationError(
         f"This hosted canvas may not send requests to {host}: allowed hosts are "
         f"{', '.join(sorted(hosts))}. The operator can extend GPT_IMAGE_ALLOWED_HOSTS."

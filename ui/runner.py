@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator
 
 from ..nodes.config import Settings
 from ..nodes.errors import GPTImageError
-from .chain import ChainError, chain_to_api, dependencies, step_node_id
+from .chain import ChainError, chain_to_api, dependencies, pick_supported, step_node_id
 from .connection import connection_inputs
 from .session import CanvasSession, save_png
 
@@ -109,7 +109,7 @@ async def run_chain(
     involved = sorted(set().union(*(dependencies(chain, t) for t in targets))) if targets else []
     snap = Snapshot(chain, total=len(involved))
     try:
-        api = chain_to_api(chain, connection_inputs(settings))
+        api = chain_to_api(chain, connection_inputs(settings), picks=pick_supported())
         workflow = load_workflow(api)
         workflow.validate()
     except (ChainError, GPTImageError) as exc:
@@ -120,8 +120,7 @@ async def run_chain(
     for i in involved:
         prev = chain[i].get("result") or {}
         chain[i]["result"] = {**prev, "status": "queued", "progress": [], "error": None}
-    snap.changed = set(involved)
-    snap.message = f"Running {len(involved)} step(s)…"
+    snap = Snapshot(copy.deepcopy(chain), changed=set(involved), total=len(involved), message=f"Running {len(involved)} step(s)…")
     yield snap
 
     queue: asyncio.Queue = asyncio.Queue()
@@ -156,6 +155,7 @@ async def run_chain(
             snap.done = len(settled & set(involved))
             if not finished:
                 snap.message = f"{snap.done}/{len(involved)} steps · {time.monotonic() - started:.1f} s"
+                snap.chain = copy.deepcopy(chain)  # each snapshot is what the page showed then
                 yield snap
         report = task.result() if not task.cancelled() and task.exception() is None else None
         final = Snapshot(chain, changed=set(involved), done=len(involved), total=len(involved), finished=True)
@@ -196,10 +196,10 @@ def _apply(step: dict, event: Any, session: CanvasSession) -> None:
             _finish(step, tuple(outputs), session, kind == "cached", elapsed)
         else:
             result.update(status=kind, cached=kind == "cached")
-    elif kind == "error":
-        result.update(status="error", error=text or "failed", elapsed=elapsed)
+    elif kind == "error":  # this step's old images no longer match it: only the message shows
+        result.update(status="error", error=text or "failed", elapsed=elapsed, images=[], text="")
     elif kind == "skipped":
-        result.update(status="skipped", error=text or "skipped: an earlier step failed")
+        result.update(status="skipped", error=text or "not run: an earlier step failed", images=[], text="")
 
 
 def _reconcile(chain: list[dict], involved: list[int], report: Any, session: CanvasSession) -> None:
@@ -210,10 +210,10 @@ def _reconcile(chain: list[dict], involved: list[int], report: Any, session: Can
         node = step_node_id(i)
         result = chain[i]["result"]
         if node in errors and result.get("status") != "error":
-            result.update(status="error", error=str(errors[node]))
+            result.update(status="error", error=str(errors[node]), images=[], text="")
         elif node in outputs and (result.get("status") not in ("done", "cached") or "images" not in result):
             cached = result.get("status") == "cached"
             _finish(chain[i], tuple(outputs[node]), session, cached, float(result.get("elapsed") or 0.0))
         elif result.get("status") in ("queued", "running"):
-            result.update(status="skipped", error="not run: an earlier step failed")
+            result.update(status="skipped", error="not run: an earlier step failed", images=[], text="")
 

@@ -11,6 +11,7 @@ import hashlib
 import shutil
 import tempfile
 import threading
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,9 @@ class CanvasSession:
             if self.cache is None:
                 from ..nodes.workflow import ResultCache
 
-                self.cache = ResultCache(directory=None, memory=True)
+                # On disk inside the session folder (deleted with it), not in memory: many
+                # visitors' chains of large images would otherwise all sit in RAM.
+                self.cache = ResultCache(directory=self.root / "cache", memory=False)
             return self.cache
 
 
@@ -98,6 +101,8 @@ class SessionStore:
     def __init__(self, root: Path | None = None) -> None:
         self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="gpt-image-canvas-"))
         self.root.mkdir(parents=True, exist_ok=True)
+        # Whatever happens to the server, its session folders go with the process.
+        self._finalizer = weakref.finalize(self, shutil.rmtree, str(self.root), True)
         self.shared_clients = ClientPool()
         self._sessions: dict[str, CanvasSession] = {}
         self._lock = threading.Lock()

@@ -27,8 +27,10 @@ STREAM_SHAPES: tuple[str, ...] = (
 USAGE_SHAPES: tuple[str, ...] = ("standard", "extended", "none")
 
 # The first text is the seed's, verbatim; the rest are spread across the latency.
+# Each later note starts on its own line (as real gateways' "> 进度 **2%**" notes do), so the
+# concatenated text of a stream stays readable.
 PROGRESS: tuple[str, ...] = (
-    "正在生成图片...", "生成中 25%", "生成中 50%", "生成中 75%", "生成中 100%")
+    "正在生成图片...", "\n生成中 25%", "\n生成中 50%", "\n生成中 75%", "\n生成中 100%")
 _ID_PREFIX = {"text_to_image": "chatcmpl_img_", "edit_image": "chatcmpl_img_edit_",
               "multi_merge": "chatcmpl_img_edit_", "describe": "chatcmpl_vision_"}
 _TOKENS_PER_IMAGE_OUT = 1560
@@ -256,7 +258,8 @@ def _finish(fmt: SseFormat, req: ChatRequest, usage: dict | None, noisy: bool,
     events: list[dict] = []
     if finish and not fmt.minimal:
         events.append(fmt.chunk({}, "stop"))
-    if usage is not None and (noisy or req.include_usage):
+    # Usage rides on a last chunk, as most gateways send it (OpenAI only with include_usage).
+    if usage is not None:
         events.append({**fmt.chunk({}), "choices": [], "usage": usage})
     for i, obj in enumerate(events):
         yield 1.0, fmt.event(obj, last=noisy and i == len(events) - 1)

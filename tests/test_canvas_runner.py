@@ -1,0 +1,128 @@
+"""Running chains through the executor: streaming snapshots, the cache, failures keep results."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gpt_image_nodes.nodes.backend import shared_offline_server
+from gpt_image_nodes.ui import chain as C
+from gpt_image_nodes.ui.connection import session_settings
+from gpt_image_nodes.ui.runner import run_chain, scope
+from gpt_image_nodes.ui.session import SessionStore
+
+ENV = {"GPT_IMAGE_CONFIG": "/nonexistent/gpt-image-config.json"}
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def session(tmp_path, monkeypatch):
+    for name in ("GPT_IMAGE_API_KEY", "GPT_IMAGE_BACKEND", "SPACE_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GPT_IMAGE_CONFIG", ENV["GPT_IMAGE_CONFIG"])
+    store = SessionStore(tmp_path / "sessions")
+    yield store.get("test-session")
+    store.close_all()
+
+
+@pytest.fixture
+def srv():
+    server = shared_offline_server()
+    server.clear_faults()
+    yield server
+    server.latency = 0.0
+    server.clear_faults()
+
+
+def run(chain, session, mode="all", k=None):
+    async def collect():
+        return [snap async for snap in run_chain(chain, session, session_settings({}, ENV), mode, k)]
+    return asyncio.run(collect())
+
+
+def chain3() -> list[dict]:
+    chain = C.add_step([], "TextToImage")
+    chain = C.add_step(chain, "EditImage")
+    chain = C.add_step(chain, "Describe")
+    chain[0]["prompt"], chain[1]["prompt"] = "a kite over a beach", "make it stormy"
+    return chain
+
+
+def test_scope():
+    chain = chain3()
+    assert scope(chain, "all") == [0, 1, 2] and scope(chain, "step", 1) == [1] and scope(chain, "from", 1) == [1, 2]
+
+
+def test_run_streams_progress_then_reruns_from_cache(session, srv):
+    srv.latency = 0.3
+    before = srv.stats["requests"]
+    snaps = run(chain3(), session)
+    final = snaps[-1].chain
+    assert snaps[-1].finished and snaps[-1].requests == 3 and srv.stats["requests"] == before + 3
+    running = [s.chain[0]["result"] for s in snaps if (s.chain[0].get("result") or {}).get("status") == "running"]
+    assert any(r["progress"] for r in running)  # progress text streamed while the request ran
+    assert [s["result"]["status"] for s in final] == ["done"] * 3
+    for step in final[:2]:
+        assert step["result"]["images"] and all(open(p, "rb").read(8) == PNG for p in step["result"]["images"])
+    assert "image" in final[2]["result"]["text"].lower()
+
+    srv.latency = 0.0
+    again = run(final, session)[-1]
+    assert again.requests == 0 and again.cache_hits == 3 and srv.stats["requests"] == before + 3
+    assert [s["result"]["status"] for s in again.chain] == ["cached"] * 3
+    assert again.chain[0]["result"]["images"] == final[0]["result"]["images"]  # same pixels, same file
+
+
+def test_a_failed_step_keeps_earlier_results(session, srv):
+    done = run(chain3(), session)[-1].chain
+    done[1]["prompt"] = "make it sunny"  # a new request for step 2 ...
+    srv.inject("status", 1, status=400, message="Invalid image format.")  # ... which fails
+    snap = run(done, session, "from", 1)[-1]
+    steps = snap.chain
+    assert steps[0]["result"]["images"] == done[0]["result"]["images"]  # still there (read from the cache)
+    assert steps[0]["result"]["status"] == "cached"
+    assert steps[1]["result"]["status"] == "error" and "Invalid image format" in steps[1]["result"]["error"]
+    assert steps[2]["result"]["status"] == "skipped" and not steps[2]["result"]["images"]
+    assert "Failed" in snap.message
+
+    one = run(steps, session, "step", 1)[-1]  # run one step: its input comes from the cache
+    assert one.requests == 1 and one.chain[1]["result"]["status"] == "done"
+    assert one.chain[2]["result"]["status"] == "skipped"  # not part of this run: left as it was
+
+
+def test_a_chain_that_cannot_run_says_why(session, srv):
+    chain = C.add_step([], "EditImage")
+    snaps = run(chain, session)
+    assert len(snaps) == 1 and snaps[0].finished and "needs an input image" in snaps[0].message
+
+
+def test_an_uploaded_image_feeds_an_edit(session, srv, tmp_path):
+    from PIL import Image
+
+    from gpt_image_nodes.ui.steps import attach_upload
+
+    Image.new("RGB", (80, 60), (10, 200, 90)).save(tmp_path / "photo.jpg", quality=92)
+    chain = attach_upload(C.add_step([], "EditImage"), 0, str(tmp_path / "photo.jpg"), session)
+    chain[0]["prompt"] = "make it black and white"
+    assert chain[0]["inputs"] == [{"upload": chain[0]["uploads"][0]}]
+    final = run(chain, session)[-1]
+    assert final.requests == 1 and final.chain[0]["result"]["status"] == "done"
+
+
+def test_pick_one_image_of_n_to_pass_on(session, srv):
+    from gpt_image_nodes.nodes.workflow import api_to_ui
+
+    assert C.pick_supported()
+    chain = C.add_step([], "TextToImage")
+    chain[0].update(prompt="two kites", n=2)
+    chain = C.add_step(chain, "EditImage")
+    assert chain[1]["inputs"] == [{"step": 0, "pick": 0}]  # the first image by default
+    chain[1].update(prompt="make it black and white", inputs=[{"step": 0, "pick": 1}])
+    api = C.chain_to_api(chain)
+    assert any(n["class_type"] == "ImageFromBatch" and n["inputs"]["batch_index"] == 1 for n in api.values())
+    assert any(n["type"] == "ImageFromBatch" for n in api_to_ui(api)["nodes"])  # ComfyUI opens it
+    final = run(chain, session)[-1]
+    assert final.requests == 2 and len(final.chain[0]["result"]["images"]) == 2
+    assert len(final.chain[1]["result"]["images"]) == 1  # one edit request, of the picked image
+    assert C.api_to_chain(api, [])[0][1]["inputs"] == [{"step": 0, "pick": 1}]

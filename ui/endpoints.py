@@ -1,0 +1,103 @@
+"""The public API endpoints: the four operations and a whole workflow, for gradio_client.
+
+They use the server's own connection (environment, config file or Space secret; offline when no
+key), never a key typed in someone's page. Images come back as PIL images that Gradio writes as
+PNG (lossless); inputs are read with the core's safe loader.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+from PIL import Image
+
+from ..nodes.codecs import load_input_image
+from ..nodes.node_types import NODE_TYPES, ClientPool, RunContext
+from ..nodes.protocol import DEFAULT_DESCRIBE_QUESTION
+
+__all__ = ["Endpoints"]
+
+
+def _open(path: Any, what: str) -> Image.Image:
+    if not path:
+        from ..nodes.errors import InvalidInputError
+
+        raise InvalidInputError(f"The {what} is missing: upload an image.")
+    return load_input_image(Path(_path(path)).read_bytes(), name=what)
+
+
+def _path(item: Any) -> str:
+    """A file path from what Gradio passes for File/Gallery items (str, dict or tuple)."""
+    if isinstance(item, (tuple, list)):
+        item = item[0]
+    if isinstance(item, dict):
+        item = item.get("path") or item.get("name")
+    return str(item)
+
+
+class Endpoints:
+    """Bound to one process-wide client pool (connections are reused across calls)."""
+
+    def __init__(self, pool: ClientPool | None = None, concurrency: int = 4) -> None:
+        self.pool = pool or ClientPool()
+        self.concurrency = concurrency
+
+    async def _run(self, name: str, **inputs: Any) -> tuple:
+        ctx = RunContext(client_for=self.pool, batch_concurrency=self.concurrency)
+        return await NODE_TYPES[name].run(ctx, **inputs)
+
+    async def text_to_image(self, prompt: str, size: str = "auto", quality: str = "auto", n: int = 1, seed: int = 0) -> tuple[list[Image.Image], str, str]:
+        """Generate images from a text prompt. Returns (images, model's text, usage JSON)."""
+        return await self._run("GPTImage2TextToImage", prompt=prompt, size=size, quality=quality, n=int(n), seed=int(seed))
+
+    async def edit_image(self, image: str, prompt: str, size: str = "auto", quality: str = "auto", n: int = 1, seed: int = 0) -> tuple[list[Image.Image], str, str]:
+        """Edit one image following a prompt. Returns (images, model's text, usage JSON)."""
+        return await self._run("GPTImage2EditImage", image=[_open(image, "image to edit")], prompt=prompt, size=size, quality=quality, n=int(n), seed=int(seed))
+
+    async def multi_merge(self, images: Sequence[Any], prompt: str, size: str = "auto", quality: str = "auto", n: int = 1, seed: int = 0) -> tuple[list[Image.Image], str, str]:
+        """Merge two or more images, in order, following a prompt."""
+        opened = [_open(item, f"image {i + 1}") for i, item in enumerate(images or [])]
+        inputs = {f"image_{i + 1}": [img] for i, img in enumerate(opened)}
+        return await self._run("GPTImage2MultiMerge", prompt=prompt, size=size, quality=quality, n=int(n), seed=int(seed), **inputs)
+
+    async def describe(self, image: str, question: str = DEFAULT_DESCRIBE_QUESTION) -> tuple[str, str]:
+        """Describe an image or answer a question about it. Returns (description, usage JSON)."""
+        return await self._run("GPTImage2Describe", image=[_open(image, "image to describe")], question=question or DEFAULT_DESCRIBE_QUESTION)
+
+    async def run_workflow(self, workflow: str, images: Sequence[Any] | None = None) -> tuple[dict, list[Image.Image]]:
+        """Run a ComfyUI workflow (API or UI format, as JSON text). ``images`` are the files its
+        LoadImage nodes name (matched by file name). Returns (summary, images of its output nodes)."""
+        from ..nodes.workflow import Executor, load_workflow
+
+        wf = load_workflow(workflow)
+        folder = Path(tempfile.mkdtemp(prefix="gpt-image-api-"))
+        try:
+            for item in images or []:
+                src = Path(_path(item))
+                shutil.copyfile(src, folder / src.name)
+            executor = Executor(client_pool=self.pool, cache=None, concurrency=self.concurrency, input_dir=folder, output_dir=None)
+            report = await executor.run(wf)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        texts = {nid: [v for v in out if isinstance(v, str)] for nid, out in report.outputs.items()}
+        summary = {
+            "text": {nid: t for nid, t in texts.items() if t},
+            "errors": dict(report.errors), "requests": report.requests, "cache_hits": report.cache_hits,
+            "executed": list(report.executed), "usage": _jsonable(report.usage), "elapsed": report.elapsed,
+            "images": {nid: len(imgs) for nid, imgs in report.images.items()},
+        }
+        return summary, [img for imgs in report.images.values() for img in imgs]
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except TypeError:
+        if hasattr(value, "as_dict"):
+            return value.as_dict()
+        return str(value)
