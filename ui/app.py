@@ -30,7 +30,7 @@ __all__ = ["build_demo", "CSS"]
 CSS = """
 .step-block {border: 1px solid var(--border-color-primary); border-radius: 10px; padding: 8px;}
 .step-title h3 {margin: 0 !important;}
-#banner {font-weight: 600;}
+#banner {border: 1px solid #e8b64c; background: #fff7e0; color: #5c4100; border-radius: 8px; padding: 6px 12px;}
 .step-status {min-height: 3em;}
 """
 _PRIVATE = dict(api_visibility="private")

@@ -20,8 +20,8 @@ from ..nodes.protocol import DEFAULT_BASE_URL
 __all__ = ["OFFLINE_BANNER", "hosted", "allowed_hosts", "check_base_url", "session_settings", "banner", "connection_inputs", "empty_connection"]
 
 OFFLINE_BANNER = (
-    "Offline backend: images are drawn procedurally on this machine; "
-    "add an API key to use GPT-5.4-Image-2"
+    "⚠️ **Offline backend**: images are drawn procedurally on this machine (no key, no cost, "
+    "not the real model). Add an API key under *Connection* to use GPT-5.4-Image-2."
 )
 
 
