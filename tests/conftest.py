@@ -4,11 +4,32 @@ from __future__ import annotations
 
 import logging
 import secrets
+from pathlib import Path
 
 import pytest
 
 from gpt_image_nodes.nodes import AsyncImageClient, ImageClient, RetryPolicy, Timeouts
 from gpt_image_nodes.nodes.offline import OfflineServer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class _RootIsNotATestPackage:
+    """The repository root is the package itself (it has ``__init__.py`` for ComfyUI), so pytest
+    would import it as a test package named after the checkout folder ("main", "ci-check"...):
+    a second copy of the code under another name, or an ImportError. Collect it as a plain
+    folder; tests import the installed ``gpt_image_nodes`` only."""
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collect_directory(self, path: Path, parent: pytest.Collector):  # noqa: ANN201
+        if path == ROOT:
+            return pytest.Dir.from_parent(parent, path=path)
+        return None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(_RootIsNotATestPackage(), "gpt-image-nodes-root-dir")
+
 
 #: Shaped like a real key, so a leak anywhere is found by a plain substring search.
 CANARY_KEY = "sk-canary-" + secrets.token_hex(16)
