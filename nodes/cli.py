@@ -111,6 +111,8 @@ class _Interrupt:
 
 def _run(args: argparse.Namespace) -> int:
     wf = load_workflow(args.workflow)
+    if not wf.nodes:  # "{}", or a UI file of notes only: "0 nodes run", exit 0, would hide the mistake
+        raise WorkflowError(f"The workflow {args.workflow} holds no nodes to run; is it the right file?")
     cache = None if args.no_cache else ResultCache(args.cache_dir or default_cache_dir())
     input_dir = args.input_dir or args.workflow.resolve().parent
     executor = Executor(cache=cache, concurrency=args.concurrency, input_dir=input_dir, output_dir=args.out)

@@ -252,7 +252,8 @@ class AsyncImageClient:
         except (httpx.TransportError, OSError) as exc:
             raise _Retryable(errors.ConnectionError(
                 f"The connection to {_host(base_url)} broke while reading the answer "
-                f"({type(exc).__name__}); retried automatically."
+                f"({type(exc).__name__}; retried automatically). Try again; if it keeps happening, "
+                "check the network or the proxy in between."
             )) from None
         finally:
             await response.aclose()
@@ -272,7 +273,7 @@ class AsyncImageClient:
         else:
             cls = type(make_api_error(status, None))
             kind = _body_kind(raw)
-            advice = "a proxy in front of the service failed; retried automatically" if status >= 500 else "check the base URL"
+            advice = "a proxy in front of the service failed (retried automatically); try again in a minute" if status >= 500 else "check the base URL"
             if 300 <= status < 400:
                 advice = f"the service redirected to {response.headers.get('location', '?')!s:.80}; use that as the base URL"
             error = cls(f"The service answered HTTP {status} with {kind}: {advice}.", status=status, request_id=request_id)
@@ -319,8 +320,14 @@ class AsyncImageClient:
         state = StreamState(emit)
         decoder = SSEDecoder()
         cut = False
+        size = 0
         try:
             async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > self.max_answer_bytes:  # an endless stream must not grow memory forever
+                    raise errors.MalformedAnswerError(
+                        f"The streamed answer is over the {self.max_answer_bytes / 2**20:.0f} MiB limit; reading "
+                        "stopped. Check the base URL; if it is right, try again without streaming.")
                 if feed_stream(state, decoder, chunk, key):
                     break
         except (httpx.TransportError, OSError):

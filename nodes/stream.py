@@ -187,16 +187,23 @@ def finish_stream(state: StreamState, request: ImageRequest, cut: bool) -> Answe
     return Answer([], text, state.usage, state.request_id, state.model, state.finish, 0, 0.0, True, refs=state.images)
 
 
+def _quoted(text: str, key: str | None) -> str:
+    """The model's words for an error message: scrubbed, on one line, quoted."""
+    return repr(" ".join(errors.scrub(text, key).split()))
+
+
 def check_outcome(request: ImageRequest, images: list, text: str, finish: list[str], refusal: str | None, request_id: str | None, key: str | None) -> None:
     if "content_filter" in finish and not images:
-        said = f" It said: {errors.scrub(refusal or text, key)}" if (refusal or text) else ""
+        said = f" It said: {_quoted(refusal or text, key)}." if (refusal or text) else ""
         raise errors.ContentFilterError(
             f"The model refused this request (content filter).{said} Rephrase the prompt or use another image; "
             "retrying the same request will not help.", code="content_filter", request_id=request_id)
     if refusal and not images and request.mode.wants_image:
-        raise errors.ContentFilterError(f"The model refused: {errors.scrub(refusal, key)}", code="refusal", request_id=request_id)
+        raise errors.ContentFilterError(
+            f"The model refused: {_quoted(refusal, key)}. Rephrase the prompt or use another image; "
+            "retrying the same request will not help.", code="refusal", request_id=request_id)
     if request.mode.wants_image and not images:
-        said = f" The model said: {errors.scrub(text, key)!r}" if text else " The answer held no text either."
+        said = f" The model said: {_quoted(text, key)}." if text else " The answer held no text either."
         raise errors.NoImageError(
             f"An image was asked for but the answer held none.{said} Change the prompt or try again.",
             request_id=request_id, server_message=errors.scrub(text, key) or None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import math
 import re
 import socket
 import time
@@ -29,15 +30,16 @@ from gpt_image_nodes.nodes.workflow import executor as executor_module
 
 E = errors
 RETRY = RetryPolicy(max_retries=2, initial_backoff=0.01, max_backoff=0.05, max_retry_after=3.0)
-FAST = Timeouts(connect=1, read=0.5, write=2, total=5)
+FAST = Timeouts(connect=1, read=0.3, write=2, total=5)
 #: For "never answers": the read timeout is longer than the total, so the total must bound it.
-HANG = Timeouts(connect=1, read=30, write=2, total=1.5)
+HANG = Timeouts(connect=1, read=30, write=2, total=1.0)
 ADVICE = re.compile(r"(?i)\b(try|check|change|send|wait|rephrase|raise|use|run|set|fix|lower)\b")
 LONG_B64 = re.compile(r"[A-Za-z0-9+/]{100,}")
 
 
-def http_date(seconds: float) -> str:
-    return email.utils.formatdate(time.time() + seconds, usegmt=True)
+def http_date() -> str:
+    """An HTTP date (whole seconds) between 0.5 and 1.5 s from now."""
+    return email.utils.formatdate(math.ceil(time.time() + 0.5), usegmt=True)
 
 
 # (id, fault (kind, times, params) or "refused", stream, expected: "ok" or error class,
@@ -52,7 +54,7 @@ CASES = [
     ("413", ("status", 1, dict(status=413)), False, E.PayloadTooLargeError, 1, (0, 2), ["413", "smaller"]),
     ("429-retried", ("status", 2, dict(status=429)), False, "ok", 3, (0, 2), []),
     ("429-retry-after-s", ("status", 1, dict(status=429, retry_after="1")), False, "ok", 2, (0.95, 3), []),
-    ("429-retry-after-date", ("status", 1, dict(status=429, retry_after=lambda: http_date(2))), False, "ok", 2, (0.5, 4), []),
+    ("429-retry-after-date", ("status", 1, dict(status=429, retry_after=http_date)), False, "ok", 2, (0.4, 2.5), []),
     ("429-retry-after-too-long", ("status", 1, dict(status=429, retry_after="3600")), False, E.RateLimitError, 1, (0, 1.5), ["429", "3600 s"]),
     ("429-always", ("status", 9, dict(status=429)), False, E.RateLimitError, 3, (0, 2), ["429", "3 attempts"]),
     ("500-retried", ("status", 1, dict(status=500)), False, "ok", 2, (0, 2), []),
@@ -64,9 +66,9 @@ CASES = [
     ("connection-refused", "refused", False, E.ConnectionError, 0, (0, 2), ["Could not reach", "base URL"]),
     ("reset-mid-body-retried", ("reset_mid_body", 1, {}), False, "ok", 2, (0, 2), []),
     ("reset-mid-body-always", ("reset_mid_body", 9, {}), False, E.ConnectionError, 3, (0, 2), ["connection", "3 attempts"]),
-    ("read-timeout-retried", ("slow", 1, dict(delay=2.0)), False, "ok", 2, (0.45, 2), []),
-    ("read-timeout-always", ("slow", 9, dict(delay=2.0)), False, E.TimeoutError, 3, (1.4, 3.5), ["0.5 s"]),
-    ("never-answers", ("hang", 9, {}), False, E.TimeoutError, 1, (1.4, 2.5), ["total time limit"]),
+    ("read-timeout-retried", ("slow", 1, dict(delay=1.0)), False, "ok", 2, (0.28, 2), []),
+    ("read-timeout-always", ("slow", 9, dict(delay=1.0)), False, E.TimeoutError, 3, (0.85, 2.5), ["0.3 s"]),
+    ("never-answers", ("hang", 9, {}), False, E.TimeoutError, 1, (0.95, 2.0), ["total time limit"]),
     ("truncated-json", ("truncated_json", 1, {}), False, E.MalformedAnswerError, 1, (0, 2), ["not valid JSON"]),
     ("200-not-json", ("not_json", 1, {}), False, E.MalformedAnswerError, 1, (0, 2), ["HTML page"]),
     ("invalid-base64", ("bad_base64", 1, {}), False, E.MalformedAnswerError, 1, (0, 2), ["base64"]),
@@ -185,19 +187,19 @@ def test_fault_through_the_comfyui_node(case, srv, comfy, canary_key, debug_logs
 # -- through the executor: the fault hits the last API node of a chain ---------------------------
 
 def chain(last: str, last_url: str = "") -> Workflow:
-    third: dict = {"class_type": last, "inputs": {"image": ["2", 0], "prompt": "mirror it left to right", "size": "1024x1024", "quality": "low"}}
+    """TextToImage -> <last> (the faulted node), each saved: the first result must survive."""
+    second: dict = {"class_type": last, "inputs": {"image": ["1", 0], "prompt": "make it grayscale", "size": "1024x1024", "quality": "low"}}
     if last == "GPTImage2Describe":
-        third["inputs"] = {"image": ["2", 0], "question": "which colours?"}
+        second["inputs"] = {"image": ["1", 0], "question": "which colours?"}
     if last_url:
-        third["inputs"]["base_url"] = last_url
+        second["inputs"]["base_url"] = last_url
     nodes = {
         "1": {"class_type": "GPTImage2TextToImage", "inputs": {"prompt": "a red circle on blue", "size": "1024x1024", "quality": "low"}},
-        "2": {"class_type": "GPTImage2EditImage", "inputs": {"image": ["1", 0], "prompt": "make it grayscale", "size": "1024x1024", "quality": "low"}},
-        "3": third,
-        "5": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "first"}},
+        "2": second,
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "first"}},
     }
     if last != "GPTImage2Describe":
-        nodes["4"] = {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "last"}}
+        nodes["3"] = {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "last"}}
     return Workflow(nodes)
 
 
@@ -213,43 +215,41 @@ def test_fault_on_the_last_node_of_an_executor_chain(case, srv, canary_key, tmp_
     last = "GPTImage2EditImage" if image_only or index % 3 else "GPTImage2Describe"
     refused = case[1] == "refused"
     wf = chain(last, dead_url() if refused else "")
-    for nid in ("1", "2", "3"):
+    for nid in ("1", "2"):
         wf.nodes[nid]["inputs"]["stream"] = stream
     out, cache = tmp_path / "out", ResultCache(tmp_path / "cache")
     pool = ClientPool(api_key=canary_key, base_url=srv.url, timeouts=timeouts_for(case), retry=RETRY)
-    srv.inject("slow", 2, delay=0.0)  # nodes 1 and 2 are answered normally
+    srv.inject("slow", 1, delay=0.0)  # node 1 is answered normally
     inject(srv, case)
-    started: dict[str, float] = {}
+    times: dict[str, float] = {}
 
     def on_event(event):
-        if event.node_id == "3" and event.kind == "start":
-            started["3"] = time.monotonic()
-        if event.node_id == "3" and event.kind in ("done", "error"):
-            started["3 end"] = time.monotonic()
+        if event.node_id == "2" and event.kind in ("start", "done", "error"):
+            times[event.kind] = time.monotonic()
 
     report = Executor(pool, cache=cache, output_dir=out, input_dir=tmp_path).run_sync(wf, on_event=on_event)
-    elapsed = started["3 end"] - started["3"]
+    elapsed = times.get("done", times.get("error", 0)) - times["start"]
     assert low <= elapsed < high, elapsed
-    assert srv.stats["requests"] == 2 + attempts
-    assert report.requests == 2 + (RETRY.max_retries + 1 if refused else attempts)  # what was paid for
-    assert {"1", "2", "5"} <= set(report.outputs)  # earlier results are kept
+    assert srv.stats["requests"] == 1 + attempts
+    assert report.requests == 1 + (RETRY.max_retries + 1 if refused else attempts)  # what was paid for
+    assert {"1", "4"} <= set(report.outputs)  # the earlier result is kept
     assert "first_00001_.png" in files(out) and not any(n.endswith(".tmp") for n in files(out))
     if expected == "ok":
-        assert report.ok and "3" in report.outputs
+        assert report.ok and "2" in report.outputs
         return
-    message = report.errors["3"]
-    assert list(report.errors) == ["3"] and "3" not in report.outputs
+    message = report.errors["2"]
+    assert list(report.errors) == ["2"] and "2" not in report.outputs
     assert_clear(message, canary_key, words)
     if last != "GPTImage2Describe":
-        assert report.skipped == {"4": "not run: node 3 (GPTImage2EditImage) failed"}
+        assert report.skipped == {"3": "not run: node 2 (GPTImage2EditImage) failed"}
     assert files(out) == ["first_00001_.png"]  # nothing of the failed branch, no partial file
     assert canary_key not in debug_logs.text
     # The fault clears: a re-run pays only for the failed node.
     srv.reset()
     if refused:
-        wf.nodes["3"]["inputs"]["base_url"] = ""
+        wf.nodes["2"]["inputs"]["base_url"] = ""
     report = Executor(pool, cache=cache, output_dir=out, input_dir=tmp_path).run_sync(wf)
-    assert report.ok and report.executed == ["3"] and sorted(report.cached) == ["1", "2"]
+    assert report.ok and report.executed == ["2"] and report.cached == ["1"]
     assert srv.stats["requests"] == 1
 
 
@@ -273,13 +273,13 @@ def test_fault_as_the_cli_shows_it(name, srv, canary_key, tmp_path, monkeypatch,
     # The CLI's pool, with the test's small timeouts and retry policy.
     monkeypatch.setattr(executor_module, "ClientPool", lambda: ClientPool(timeouts=timeouts_for(case), retry=RETRY))
     wf = chain("GPTImage2EditImage", dead_url() if case[1] == "refused" else "")
-    for nid in ("1", "2", "3"):
+    for nid in ("1", "2"):
         wf.nodes[nid]["inputs"]["stream"] = stream
     path = tmp_path / "wf.json"
     path.write_text(json.dumps(wf.to_api()))
     out = tmp_path / "out"
     args = ["run", str(path), "--out", str(out), "--cache-dir", str(tmp_path / "cache")]
-    srv.inject("slow", 2, delay=0.0)
+    srv.inject("slow", 1, delay=0.0)
     inject(srv, case)
     start = time.monotonic()
     code = main(args)
@@ -287,14 +287,14 @@ def test_fault_as_the_cli_shows_it(name, srv, canary_key, tmp_path, monkeypatch,
     captured = capsys.readouterr()
     assert canary_key not in captured.out + captured.err
     assert "Traceback" not in captured.err
-    assert srv.stats["requests"] == 2 + attempts
+    assert srv.stats["requests"] == 1 + attempts
     assert elapsed < high + 3
     if expected == "ok":
         assert code == 0 and files(out) == ["first_00001_.png", "last_00001_.png"]
         return
     assert code == 1
-    line = next(l for l in captured.err.splitlines() if l.startswith("error: node 3 (GPTImage2EditImage) failed: "))
+    line = next(l for l in captured.err.splitlines() if l.startswith("error: node 2 (GPTImage2EditImage) failed: "))
     assert_clear(line.split("failed: ", 1)[1], canary_key, words)
-    assert "Not run because of it: node 4 (SaveImage)" in captured.err
-    assert "Kept: 2 finished nodes" in captured.err
+    assert "Not run because of it: node 3 (SaveImage)" in captured.err
+    assert "Kept: 1 finished node " in captured.err
     assert files(out) == ["first_00001_.png"]

@@ -16,6 +16,8 @@ from typing import Any, Sequence
 from PIL import Image
 
 from ..nodes.codecs import load_input_image
+from ..nodes.config import Settings, normalize_base_url
+from ..nodes.errors import ConfigurationError
 from ..nodes.node_types import NODE_TYPES, ClientPool, RunContext
 from ..nodes.protocol import DEFAULT_DESCRIBE_QUESTION
 
@@ -45,6 +47,20 @@ class Endpoints:
     def __init__(self, pool: ClientPool | None = None, concurrency: int = 4) -> None:
         self.pool = pool or ClientPool()
         self.concurrency = concurrency
+
+    def _server_connection(self, backend: str, base_url: str, model: str) -> Any:
+        """The client pool /run_workflow's executor gets: a workflow node's ``base_url`` must not
+        send the server's key (a Space secret) to a host the visitor chose."""
+        if (base_url or "").strip():
+            try:
+                same = normalize_base_url(base_url) == Settings.resolve().base_url
+            except ConfigurationError:
+                same = False
+            if not same:
+                raise ConfigurationError(
+                    "The public API uses this server's own connection, so a workflow may not set base_url: "
+                    "clear it in the node (or run the workflow with your own key on your machine).")
+        return self.pool(backend, "", model)
 
     async def _run(self, name: str, **inputs: Any) -> tuple:
         ctx = RunContext(client_for=self.pool, batch_concurrency=self.concurrency)
@@ -79,7 +95,7 @@ class Endpoints:
             for item in images or []:
                 src = Path(_path(item))
                 shutil.copyfile(src, folder / src.name)
-            executor = Executor(client_pool=self.pool, cache=None, concurrency=self.concurrency, input_dir=folder, output_dir=None)
+            executor = Executor(client_pool=self._server_connection, cache=None, concurrency=self.concurrency, input_dir=folder, output_dir=None)
             report = await executor.run(wf)
         finally:
             shutil.rmtree(folder, ignore_errors=True)

@@ -261,8 +261,10 @@ class _Run:
             self.emit(nid, "error", "cancelled", started)
             return
         except GPTImageError as exc:
-            self.report.errors[nid] = exc.message
-            self.emit(nid, "error", exc.message, started)
+            # Kept per node and shown after the node's label: a WorkflowError's own "node N (...): "
+            # prefix would say it twice ("node 1 (LoadImage) failed: node 1 (LoadImage): ...").
+            self.report.errors[nid] = exc.message.removeprefix(f"{self.wf.label(nid)}: ")
+            self.emit(nid, "error", self.report.errors[nid], started)
             return
         except Exception as exc:  # noqa: BLE001 - report it on the node, keep the other branches
             log.exception("%s failed", self.wf.label(nid))

@@ -59,6 +59,8 @@ def resolve_inside(folder: Path, name: str, what: str) -> Path:
     name = _ANNOTATION.sub("", str(name)).strip()
     if not name:
         raise ValueError(f"the {what} name is empty")
+    if "\x00" in name:
+        raise ValueError(f"the {what} name {name!r} holds a NUL character; use a plain file name")
     base = folder.resolve()
     candidate = Path(name)
     target = (candidate if candidate.is_absolute() else base / candidate).resolve()

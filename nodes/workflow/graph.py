@@ -8,6 +8,7 @@ Everything wrong with a graph is found here, before any request is sent.
 from __future__ import annotations
 
 import copy
+import heapq
 import json
 from collections import deque
 from pathlib import Path
@@ -266,19 +267,25 @@ class Workflow:
         """The nodes in an order where every node comes after its inputs; raises on a cycle."""
         todo = set(self.nodes if nodes is None else nodes)
         deps = {nid: {src for _, src, _ in self.links(nid) if src in todo} for nid in todo}
-        ready = sorted((n for n, d in deps.items() if not d), key=node_sort_key)
+        users: dict[str, list[str]] = {nid: [] for nid in todo}
+        for nid, srcs in deps.items():
+            for src in srcs:
+                users[src].append(nid)
+        # Kahn's algorithm, smallest ready id first: linear-ish, so a huge graph can't stall.
+        ready = [(node_sort_key(n), n) for n, d in deps.items() if not d]
+        heapq.heapify(ready)
+        waiting = {nid: len(d) for nid, d in deps.items()}
         out: list[str] = []
         while ready:
-            nid = ready.pop(0)
+            nid = heapq.heappop(ready)[1]
             out.append(nid)
-            for other in sorted(todo, key=node_sort_key):
-                if nid in deps[other]:
-                    deps[other].discard(nid)
-                    if not deps[other]:
-                        ready.append(other)
-            ready.sort(key=node_sort_key)
+            for other in users[nid]:
+                waiting[other] -= 1
+                if not waiting[other]:
+                    heapq.heappush(ready, (node_sort_key(other), other))
         if len(out) < len(todo):
-            cycle = self._find_cycle({n for n in todo if n not in out}, deps)
+            done = set(out)
+            cycle = self._find_cycle({n for n in todo if n not in done}, deps)
             path = " -> ".join(cycle + cycle[:1])
             raise WorkflowError(f"{self.label(cycle[0])}: is part of a cycle ({path}); a node can't depend on its own output.", cycle[0])
         return out
@@ -328,5 +335,7 @@ def load_workflow(source: "str | Path | Mapping[str, Any] | Workflow") -> Workfl
 def _parse(text: str, what: str) -> Any:
     try:
         return json.loads(text)
+    except RecursionError:  # "[[[[...": nested deeper than any workflow, and than the parser's stack
+        raise WorkflowError(f"{what} is nested too deeply to be a workflow.") from None
     except ValueError as exc:
         raise WorkflowError(f"{what} is not valid JSON (line {getattr(exc, 'lineno', '?')}: {getattr(exc, 'msg', exc)}).") from None
