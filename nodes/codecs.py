@@ -11,6 +11,7 @@ import base64
 import binascii
 import io
 import re
+import sys
 import warnings
 import zlib
 
@@ -49,6 +50,7 @@ _INPUT_FORMATS = ["PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF"]
 _ANSWER_FORMATS = ["PNG", "JPEG", "WEBP", "GIF"]
 _MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 _WS = re.compile(rb"\s+")
+_STRICT_A2B = sys.version_info >= (3, 11)  # binascii.a2b_base64(strict_mode=...) is 3.11+
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -71,6 +73,13 @@ def sniff_format(data: bytes) -> str | None:
 
 def decode_base64(text: str | bytes) -> bytes:
     """Strict base64: whitespace removed, padding optional, standard or URL-safe alphabet."""
+    # Fast path: canonical base64 (what services send) decodes in one strict C pass, straight
+    # from the str (no ASCII copy, no whitespace scan: that regex alone costs 4x the decode).
+    if _STRICT_A2B:
+        try:
+            return binascii.a2b_base64(text, strict_mode=True)
+        except (binascii.Error, ValueError, TypeError):
+            pass  # whitespace, no padding, URL-safe, non-ASCII...: the careful path decides
     try:
         raw = text.encode("ascii", "strict") if isinstance(text, str) else bytes(text)
     except UnicodeEncodeError:
@@ -160,7 +169,8 @@ def prepare_input_image(img: Image.Image, *, max_side: int = MAX_INPUT_SIDE) -> 
     if getattr(img, "n_frames", 1) > 1:
         img.seek(0)
     fmt = img.format
-    img = ImageOps.exif_transpose(img) or img
+    if img.getexif().get(0x0112, 1) != 1:  # EXIF Orientation; else exif_transpose only copies
+        img = ImageOps.exif_transpose(img) or img
     img = _to_8bit(img)
     if img.mode == "RGBA" and img.getchannel("A").getextrema() == (255, 255):
         img = img.convert("RGB")  # fully opaque: the alpha channel only costs bytes
@@ -179,12 +189,26 @@ def _png_chunk(tag: bytes, payload: bytes) -> bytes:
     )
 
 
-def _fast_png(arr: np.ndarray) -> bytes:
-    """Lossless PNG from a uint8 HxW[xC] array: 'up' filter, zlib level 1.
+def _deflate(rows: np.ndarray) -> list[bytes]:
+    """The zlib stream of ``rows`` as pieces (joined once, with the PNG around them)."""
+    packer = zlib.compressobj(1, zlib.DEFLATED, 15, 8, zlib.Z_RLE)
+    pieces = [packer.compress(rows), packer.flush()]
+    if sum(map(len, pieces)) * 3 < rows.nbytes:
+        alt = zlib.compress(rows, 1)
+        if len(alt) < sum(map(len, pieces)):
+            return [alt]
+    return pieces
 
-    The up filter is one vectorised subtraction, and turns the smooth gradients of generated
-    images into long runs that level-1 deflate packs nearly as well as Pillow's level 6 with
-    adaptive filtering, at a fraction of the time (see benchmarks/).
+
+def _fast_png(arr: np.ndarray) -> bytes:
+    """Lossless PNG from a uint8 HxW[xC] array: 'up' filter, then run-length deflate.
+
+    The up filter is one vectorised subtraction. On photos and renders what it leaves is small
+    noisy residuals plus runs of zeros, which deflate's RLE strategy (matches at distance 1 plus
+    Huffman codes) packs as small as Pillow's default (level 6, adaptive filters) at a fifteenth
+    of the time, and 2x faster than level 1. Synthetic pictures (text, flat illustration) also
+    repeat at longer distances: when RLE already shrinks the data below a third, level 1 is
+    tried too (cheap on such data) and the smaller kept (see benchmarks/).
     """
     if arr.ndim == 2:
         color_type, channels = 0, 1
@@ -200,10 +224,16 @@ def _fast_png(arr: np.ndarray) -> bytes:
     rows[0, 1:] = flat[0]
     np.subtract(flat[1:], flat[:-1], out=rows[1:, 1:], casting="unsafe")
     ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, color_type, 0, 0, 0])
+    idat = _deflate(rows)
+    del rows
+    crc = zlib.crc32(b"IDAT")
+    for piece in idat:
+        crc = zlib.crc32(piece, crc)
+    # One join: the compressed data (megabytes) is copied once, not once per concatenation.
     return b"".join((
         b"\x89PNG\r\n\x1a\n",
         _png_chunk(b"IHDR", ihdr),
-        _png_chunk(b"IDAT", zlib.compress(rows, 1)),
+        sum(map(len, idat)).to_bytes(4, "big"), b"IDAT", *idat, (crc & 0xFFFFFFFF).to_bytes(4, "big"),
         _png_chunk(b"IEND", b""),
     ))
 

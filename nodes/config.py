@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from .errors import ConfigurationError
 from .protocol import DEFAULT_BASE_URL, DEFAULT_MODEL
 
-__all__ = ["Settings", "config_path", "BACKENDS"]
+__all__ = ["Settings", "config_path", "BACKENDS", "allowed_hosts", "host_allowed", "host_of"]
 
 BACKENDS = ("auto", "remote", "offline")
 _APP = "gpt-image-nodes"
@@ -71,6 +71,40 @@ def normalize_base_url(url: str) -> str:
             f"The base URL {url!r} is not an http(s) URL. Use e.g. {DEFAULT_BASE_URL}."
         )
     return value
+
+
+def host_of(url: str) -> str:
+    return (urlsplit(url).hostname or "").lower()
+
+
+def allowed_hosts(env: Mapping[str, str] | None = None) -> set[str]:
+    """Hosts besides the configured gateway that a configured key may be sent to.
+
+    ``GPT_IMAGE_ALLOWED_HOSTS`` (comma-separated; ``*.example.com`` patterns allowed), else the
+    config file's ``allowed_hosts`` list, else the configured gateway's host and api.yisu.com.
+    """
+    env = os.environ if env is None else env
+    listed: object = env.get("GPT_IMAGE_ALLOWED_HOSTS") or ""
+    if not listed:
+        try:
+            listed = _read_config(config_path(env)).get("allowed_hosts") or ""
+        except ConfigurationError:
+            listed = ""
+    items = listed.split(",") if isinstance(listed, str) else [str(h) for h in listed] if isinstance(listed, list) else []
+    hosts = {h.strip().lower() for h in items if h.strip()}
+    if hosts:
+        return hosts
+    try:
+        hosts.add(host_of(normalize_base_url(env.get("GPT_IMAGE_BASE_URL") or DEFAULT_BASE_URL)))
+    except ConfigurationError:
+        pass
+    return hosts | {host_of(DEFAULT_BASE_URL)}
+
+
+def host_allowed(host: str, hosts: set[str]) -> bool:
+    """Exact names, ``*`` or ``*.suffix`` patterns."""
+    host = host.lower()
+    return host in hosts or "*" in hosts or any(h.startswith("*.") and host.endswith(h[1:]) for h in hosts)
 
 
 @dataclass(frozen=True, repr=False)

@@ -19,7 +19,8 @@ from PIL import Image
 from . import operations
 from .answers import Usage
 from .client import AsyncImageClient, ProgressCallback, ProgressEvent
-from .config import BACKENDS, Settings
+from .config import BACKENDS, Settings, allowed_hosts, host_allowed, host_of
+from .errors import ConfigurationError
 from .errors import InvalidInputError
 from .protocol import DEFAULT_DESCRIBE_QUESTION, MAX_N, QUALITIES, SIZES
 from .retry import CancelCheck
@@ -65,8 +66,9 @@ class RunContext:
     client_for: Callable[[str, str, str], AsyncImageClient]
     on_progress: ProgressCallback | None = None
     cancel_check: CancelCheck | None = None
-    #: Requests one node sends at once (an IMAGE batch of B is B requests).
-    batch_concurrency: int = 4
+    #: Requests one node sends at once (an IMAGE batch of B is B requests); the client's own
+    #: max_concurrency (8) still caps what is in flight per client.
+    batch_concurrency: int = 8
 
 
 @dataclass(frozen=True)
@@ -332,5 +334,24 @@ class ClientPool:
                 model=model or default_model or None,
                 backend=backend if backend not in ("", "auto") else default_backend,
             )
+            if api_key is None and base_url:
+                self._check_key_destination(settings, default_url, default_backend)
             client = self._clients[key] = AsyncImageClient(settings, **self._kwargs)
         return client
+
+    @staticmethod
+    def _check_key_destination(settings: Settings, default_url: str | None, default_backend: str | None) -> None:
+        """A workflow's node may name a base URL; the user's configured key goes there only if
+        it is the configured gateway or an allowed host. Otherwise a shared workflow file could
+        send the key anywhere."""
+        if settings.offline or not settings.api_key:
+            return  # nothing to leak; a missing key is reported when sending
+        configured = Settings.resolve(base_url=default_url, backend=default_backend)
+        target = host_of(settings.base_url)
+        if target == host_of(configured.base_url) or host_allowed(target, allowed_hosts()):
+            return
+        raise ConfigurationError(
+            f"This node asks to send your API key to {target}, which is not your configured gateway "
+            f"({host_of(configured.base_url)}). If you trust it, add it to GPT_IMAGE_ALLOWED_HOSTS "
+            "(comma-separated) or the config file's \"allowed_hosts\"; otherwise clear the node's base_url."
+        )

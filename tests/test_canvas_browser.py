@@ -178,7 +178,7 @@ def test_sessions_are_isolated(canvas, browser, tmp_path):
     ctx_b, b = open_page(browser, url)
     assert not b.is_visible("#step-0") and "red kite" not in b.content()
     # B types a key (the offline server's own, pointed at by URL): B goes remote, A stays offline.
-    b.click("text=Connection")
+    b.click("#connection > button")
     b.fill("#api-key input", srv.api_key)
     b.fill("#base-url textarea, #base-url input", srv.url)
     b.click("#use-settings")

@@ -89,6 +89,8 @@ def env(monkeypatch, tmp_path, caplog, pack, srv):
     monkeypatch.setenv("GPT_IMAGE_CONFIG", str(tmp_path / "absent.json"))
     for name in ("GPT_IMAGE_BASE_URL", "GPT_IMAGE_MODEL", "GPT_IMAGE_BACKEND"):
         monkeypatch.delenv(name, raising=False)
+    # The nodes name the offline server in their base_url widget: the user trusts that host.
+    monkeypatch.setenv("GPT_IMAGE_ALLOWED_HOSTS", "127.0.0.1")
     caplog.set_level(logging.DEBUG)
     nt = sub("nodes.node_types")
     fast = sub("nodes.retry").RetryPolicy(max_retries=2, initial_backoff=0.01, max_backoff=0.02)

@@ -103,3 +103,28 @@ def test_canary_never_leaks_across_modes_and_faults(srv, make_client, canary_key
     blob = "\n".join(seen) + caplog.text + "\n".join(r.getMessage() for r in caplog.records)
     assert canary_key not in blob
     assert ";base64," not in caplog.text
+
+
+def test_a_workflow_cannot_send_the_configured_key_to_another_host(srv, canary_key, monkeypatch):
+    """A shared workflow's per-node base_url gets the configured key only if that host is trusted."""
+    import asyncio
+
+    from gpt_image_nodes.nodes.node_types import NODE_TYPES, ClientPool, RunContext
+
+    monkeypatch.setenv("GPT_IMAGE_API_KEY", canary_key)
+    monkeypatch.setenv("GPT_IMAGE_BASE_URL", srv.url)  # configured gateway: 127.0.0.1
+    monkeypatch.setenv("GPT_IMAGE_CONFIG", "/nonexistent/config.json")
+    monkeypatch.delenv("GPT_IMAGE_ALLOWED_HOSTS", raising=False)
+    elsewhere = srv.url.replace("127.0.0.1", "localhost")
+
+    def run(base_url: str):
+        ctx = RunContext(client_for=ClientPool())
+        return asyncio.run(NODE_TYPES["GPTImage2TextToImage"].run(ctx, prompt="a cat", backend="remote", base_url=base_url))
+
+    with pytest.raises(errors.ConfigurationError, match="send your API key to localhost") as info:
+        run(elsewhere)
+    assert canary_key not in str(info.value) and srv.stats["requests"] == 0
+    assert len(run(srv.url)[0]) == 1  # the configured gateway, named explicitly, is fine
+    monkeypatch.setenv("GPT_IMAGE_ALLOWED_HOSTS", "localhost")
+    assert len(run(elsewhere)[0]) == 1
+    assert srv.stats["requests"] == 2

@@ -94,7 +94,7 @@ def build_demo(store: SessionStore | None = None, endpoints: Endpoints | None = 
         conn_state = gr.State(empty_connection())
         gr.Markdown("# GPT Image 2 · block canvas\nChain edit steps: each block is one request; feed any block from an earlier result.")
         banner_md = gr.Markdown(elem_id="banner")
-        with gr.Accordion("Connection", open=False):
+        with gr.Accordion("Connection", open=False, elem_id="connection"):
             key_box = gr.Textbox(label="API key", type="password", placeholder="kept only in this browser session's server state", elem_id="api-key")
             with gr.Row():
                 url_box = gr.Textbox(label="Base URL", placeholder=DEFAULT_BASE_URL, elem_id="base-url")

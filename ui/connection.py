@@ -13,7 +13,7 @@ import socket
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from ..nodes.config import Settings, normalize_base_url
+from ..nodes.config import Settings, allowed_hosts, host_allowed, normalize_base_url
 from ..nodes.errors import ConfigurationError
 from ..nodes.protocol import DEFAULT_BASE_URL
 
@@ -33,20 +33,6 @@ def hosted(env: Mapping[str, str] | None = None) -> bool:
     """Running as a Hugging Face Space (or told to behave like one)."""
     env = os.environ if env is None else env
     return bool(env.get("SPACE_ID"))
-
-
-def allowed_hosts(env: Mapping[str, str] | None = None) -> set[str]:
-    env = os.environ if env is None else env
-    listed = env.get("GPT_IMAGE_ALLOWED_HOSTS", "")
-    hosts = {h.strip().lower() for h in listed.split(",") if h.strip()}
-    if hosts:
-        return hosts
-    configured = env.get("GPT_IMAGE_BASE_URL") or DEFAULT_BASE_URL
-    try:
-        hosts.add((urlsplit(normalize_base_url(configured)).hostname or "").lower())
-    except ConfigurationError:
-        pass
-    return hosts | {"api.yisu.com"}
 
 
 def _private(host: str) -> bool:
@@ -71,8 +57,7 @@ def check_base_url(url: str, env: Mapping[str, str] | None = None) -> str:
     hosts = allowed_hosts(env)
     if host in hosts:
         return value  # named exactly: the operator means it, private address or not
-    wildcard = "*" in hosts or any(h.startswith("*.") and host.endswith(h[1:]) for h in hosts)
-    if wildcard and not _private(host):
+    if host_allowed(host, hosts) and not _private(host):
         return value  # a pattern never opens the Space's own network (metadata, loopback)
     raise ConfigurationError(
         f"This hosted canvas may not send requests to {host}: allowed hosts are "
