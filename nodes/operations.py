@@ -100,7 +100,8 @@ async def run_request(
                   attempts=answer.attempts, elapsed=answer.elapsed, offline=client.offline)
     if not request.mode.wants_image:
         return TextResult(text=answer.text, **common)
-    images = await _off_loop(lambda: [decode_answer_image(data) for data in answer.images])
+    # One task per image: with n > 1 they decode on all cores at once (Pillow releases the GIL).
+    images = list(await asyncio.gather(*[_off_loop(decode_answer_image, data) for data in answer.images]))
     return ImageResult(images=images, data=list(answer.images), text=answer.text, **common)
 
 

@@ -52,22 +52,6 @@ class Answer:
     refs: list[ImageRef] = field(default_factory=list, repr=False)
 
 
-@dataclass
-class Answer:
-    """A successful answer, images already fetched as bytes (format not yet trusted)."""
-
-    images: list[bytes]
-    text: str
-    usage: Usage | None
-    request_id: str | None
-    model: str | None
-    finish_reasons: list[str]
-    attempts: int
-    elapsed: float
-    streamed: bool
-    refs: list[ImageRef] = field(default_factory=list, repr=False)
-
-
 class Emitter:
     def __init__(self, callback: ProgressCallback | None, start: float) -> None:
         self.callback, self.start = callback, start

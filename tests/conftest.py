@@ -80,3 +80,40 @@ def debug_logs(caplog):
 @pytest.fixture(scope="session")
 def canary_key() -> str:
     return CANARY_KEY
+
+
+_CANVAS_ENV = ("GPT_IMAGE_API_KEY", "GPT_IMAGE_BACKEND", "GPT_IMAGE_BASE_URL", "GPT_IMAGE_CONFIG",
+               "GPT_IMAGE_ALLOWED_HOSTS", "GPT_IMAGE_MODEL", "SPACE_ID")
+
+
+@pytest.fixture(scope="session")
+def start_canvas():
+    """Start the real canvas in this process, with no key anywhere (so: the offline backend).
+
+    Use as ``with start_canvas(SPACE_ID="x/y") as (demo, url): ...`` from a module fixture;
+    extra keyword arguments are environment variables for the canvas's lifetime."""
+    import contextlib
+    import os
+    import socket
+
+    @contextlib.contextmanager
+    def start(**env: str):
+        from gpt_image_nodes.ui.launch import serve
+
+        saved = {k: os.environ.get(k) for k in {*_CANVAS_ENV, *env}}
+        for k in saved:
+            os.environ.pop(k, None)
+        os.environ.update(GPT_IMAGE_CONFIG="/nonexistent/gpt-image-config.json", **env)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        demo, url = serve(port=port)
+        try:
+            yield demo, url
+        finally:
+            demo.close()
+            demo.canvas_store.close_all()
+            for k, v in saved.items():
+                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+    return start

@@ -18,7 +18,7 @@ gr = pytest.importorskip("gradio")
 gradio_client = pytest.importorskip("gradio_client")
 
 from gpt_image_nodes.nodes.backend import shared_offline_server  # noqa: E402
-from gpt_image_nodes.ui.launch import launch_kwargs, serve  # noqa: E402
+from gpt_image_nodes.ui.launch import launch_kwargs  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore:.*(silent_downcasting|copy keyword).*")
 
@@ -34,20 +34,10 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def canvas():
+def canvas(start_canvas):
     """The app in this process, with no key anywhere (so: offline)."""
-    saved = {k: os.environ.get(k) for k in ("GPT_IMAGE_API_KEY", "GPT_IMAGE_BACKEND", "GPT_IMAGE_CONFIG", "SPACE_ID")}
-    for k in saved:
-        os.environ.pop(k, None)
-    os.environ["GPT_IMAGE_CONFIG"] = "/nonexistent/gpt-image-config.json"
-    demo, url = serve(port=free_port())
-    try:
-        yield demo, url
-    finally:
-        demo.close()
-        demo.canvas_store.close_all()
-        for k, v in saved.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    with start_canvas() as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

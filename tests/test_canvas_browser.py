@@ -6,8 +6,6 @@ Screenshots go to test-artifacts/ at the repo root (git-ignored).
 from __future__ import annotations
 
 import json
-import os
-import socket
 import time
 from pathlib import Path
 
@@ -18,7 +16,6 @@ pytest.importorskip("gradio")
 playwright = pytest.importorskip("playwright.sync_api")
 
 from gpt_image_nodes.nodes.backend import shared_offline_server  # noqa: E402
-from gpt_image_nodes.ui.launch import serve  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,26 +30,10 @@ pytestmark = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def canvas():
-    saved = {k: os.environ.get(k) for k in ("GPT_IMAGE_API_KEY", "GPT_IMAGE_BACKEND", "GPT_IMAGE_CONFIG", "SPACE_ID")}
-    for k in saved:
-        os.environ.pop(k, None)
-    os.environ["GPT_IMAGE_CONFIG"] = "/nonexistent/gpt-image-config.json"  # no key anywhere: offline
-    demo, url = serve(port=free_port())
-    try:
-        yield demo, url
-    finally:
-        demo.close()
-        demo.canvas_store.close_all()
-        for k, v in saved.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+def canvas(start_canvas):
+    with start_canvas() as running:  # no key anywhere: offline
+        yield running
 
 
 @pytest.fixture(scope="module")

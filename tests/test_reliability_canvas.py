@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import struct
 import threading
 import time
@@ -30,20 +29,12 @@ from gpt_image_nodes.nodes import errors  # noqa: E402
 from gpt_image_nodes.nodes.backend import shared_offline_server  # noqa: E402
 from gpt_image_nodes.nodes.offline import OfflineServer  # noqa: E402
 from gpt_image_nodes.ui.connection import check_base_url  # noqa: E402
-from gpt_image_nodes.ui.launch import serve  # noqa: E402
 from gpt_image_nodes.ui.session import SessionStore  # noqa: E402
 from gpt_image_nodes.ui.steps import attach_upload  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore:.*(silent_downcasting|copy keyword).*")
 
 CANARY = "sk-canary-typed-" + hashlib.sha256(str(time.time()).encode()).hexdigest()[:24]
-ENV_NAMES = ("GPT_IMAGE_API_KEY", "GPT_IMAGE_BACKEND", "GPT_IMAGE_BASE_URL", "GPT_IMAGE_CONFIG", "GPT_IMAGE_ALLOWED_HOSTS", "GPT_IMAGE_MODEL", "SPACE_ID")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def png_header_only(w: int, h: int) -> bytes:
@@ -53,20 +44,10 @@ def png_header_only(w: int, h: int) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def canvas():
+def canvas(start_canvas):
     """The canvas in this process, hosted (SPACE_ID), with no key: the offline backend."""
-    saved = {k: os.environ.get(k) for k in ENV_NAMES}
-    for k in saved:
-        os.environ.pop(k, None)
-    os.environ.update(GPT_IMAGE_CONFIG="/nonexistent/gpt-image-config.json", SPACE_ID="tester/gpt-image-canvas")
-    demo, url = serve(port=free_port())
-    try:
+    with start_canvas(SPACE_ID="tester/gpt-image-canvas") as (demo, url):
         yield demo, url.rstrip("/")
-    finally:
-        demo.close()
-        demo.canvas_store.close_all()
-        for k, v in saved.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
 @pytest.fixture(scope="module")
