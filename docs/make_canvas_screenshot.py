@@ -27,8 +27,8 @@ def main() -> None:
             page = browser.new_page(viewport={"width": 1360, "height": 900})
             page.goto(url)
             page.wait_for_selector("#add-TextToImage")
-            steps = [("TextToImage", "a lighthouse on a cliff at dusk, warm light, oil painting"),
-                     ("EditImage", "turn it into a snowy winter night"), ("Describe", None)]
+            steps = [("TextToImage", "a lighthouse at dusk, orange sky over a blue sea"),
+                     ("EditImage", "make it a vintage sepia photo and mirror it"), ("Describe", None)]
             for k, (kind, prompt) in enumerate(steps):
                 page.click(f"#add-{kind}")
                 page.wait_for_selector(f"#step-{k}", state="visible")
