@@ -278,7 +278,8 @@ def _build_api(endpoints: Endpoints) -> None:
         quality = gr.Dropdown(list(QUALITIES), value="auto", label="quality")
         n = gr.Number(1, label="n", precision=0, minimum=1, maximum=MAX_N)
         seed = gr.Number(0, label="seed", precision=0, minimum=0)
-        image = gr.Image(type="filepath", format="png", image_mode=None, label="image")
+        # A file, not gr.Image: our own loader then reads it (caps, bombs, clear messages).
+        image = gr.File(type="filepath", label="image")
         images = gr.File(file_count="multiple", type="filepath", label="images")
         question = gr.Textbox(label="question")
         workflow = gr.Textbox(label="workflow")

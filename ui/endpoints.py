@@ -99,14 +99,31 @@ class Endpoints:
             report = await executor.run(wf)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-        texts = {nid: [v for v in out if isinstance(v, str)] for nid, out in report.outputs.items()}
+        ours = [nid for nid, node in wf.nodes.items() if node["class_type"] in NODE_TYPES and nid in report.outputs]
+        texts = {nid: t for nid in ours if (t := _texts(wf.nodes[nid]["class_type"], report.outputs[nid]))}
+        shown = _image_nodes(wf)
         summary = {
-            "text": {nid: t for nid, t in texts.items() if t},
+            "text": texts,
             "errors": dict(report.errors), "requests": report.requests, "cache_hits": report.cache_hits,
             "executed": list(report.executed), "usage": _jsonable(report.usage), "elapsed": report.elapsed,
-            "images": {nid: len(imgs) for nid, imgs in report.images.items()},
+            "images": {nid: len(report.images[nid]) for nid in shown if report.images.get(nid)},
         }
-        return summary, [img for imgs in report.images.values() for img in imgs]
+        return summary, [img for nid in shown for img in report.images.get(nid, [])]
+
+
+def _image_nodes(wf: Any) -> list[str]:
+    """Whose images a caller gets back: the Save/Preview nodes if the workflow has any, else
+    every image our nodes made. Never the LoadImage inputs the caller sent."""
+    saved = [nid for nid, node in wf.nodes.items() if node["class_type"] in ("SaveImage", "PreviewImage")]
+    return saved or [nid for nid, node in wf.nodes.items() if node["class_type"] in NODE_TYPES]
+
+
+def _texts(class_type: str, outputs: Sequence[Any]) -> list[str]:
+    """The model's words from a node's outputs (description / text); usage is summed apart."""
+    spec = NODE_TYPES.get(class_type)
+    if spec is None:
+        return []
+    return [v for o, v in zip(spec.outputs, outputs) if o.kind == "STRING" and o.name != "usage" and v]
 
 
 def _jsonable(value: Any) -> Any:
