@@ -117,3 +117,16 @@ def start_canvas():
                 os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
     return start
+
+
+@pytest.fixture
+def srv_env(srv, canary_key, tmp_path, monkeypatch):
+    """Real clients reach the test server through the ordinary settings (environment): the
+    canary key, the server as the configured gateway, no config file, a private cache folder."""
+    monkeypatch.setenv("GPT_IMAGE_API_KEY", canary_key)
+    monkeypatch.setenv("GPT_IMAGE_BASE_URL", srv.url)
+    monkeypatch.setenv("GPT_IMAGE_CONFIG", str(tmp_path / "no-config.json"))
+    monkeypatch.setenv("GPT_IMAGE_CACHE_DIR", str(tmp_path / "cache"))
+    for name in ("GPT_IMAGE_BACKEND", "GPT_IMAGE_MODEL", "GPT_IMAGE_ALLOWED_HOSTS"):
+        monkeypatch.delenv(name, raising=False)
+    return srv

@@ -23,14 +23,8 @@ CHAIN_UI = WORKFLOWS / "chain_edit_edit_describe.json"
 
 
 @pytest.fixture
-def env(srv, canary_key, tmp_path, monkeypatch):
-    monkeypatch.setenv("GPT_IMAGE_API_KEY", canary_key)
-    monkeypatch.setenv("GPT_IMAGE_BASE_URL", srv.url)
-    monkeypatch.setenv("GPT_IMAGE_CONFIG", str(tmp_path / "no-config.json"))
-    monkeypatch.setenv("GPT_IMAGE_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("GPT_IMAGE_BACKEND", raising=False)
-    monkeypatch.delenv("GPT_IMAGE_MODEL", raising=False)
-    return srv
+def env(srv_env):
+    return srv_env
 
 
 def test_run_then_rerun_from_the_disk_cache(env, tmp_path, capsys):

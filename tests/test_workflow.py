@@ -25,16 +25,9 @@ FAST = dict(retry=RetryPolicy(max_retries=2, initial_backoff=0.02, max_backoff=0
 
 
 @pytest.fixture
-def env(srv, canary_key, tmp_path, monkeypatch):
-    """Real clients reach the test server through the ordinary settings (environment)."""
-    monkeypatch.setenv("GPT_IMAGE_API_KEY", canary_key)
-    monkeypatch.setenv("GPT_IMAGE_BASE_URL", srv.url)
-    monkeypatch.setenv("GPT_IMAGE_CONFIG", str(tmp_path / "no-config.json"))
-    monkeypatch.setenv("GPT_IMAGE_CACHE_DIR", str(tmp_path / "default-cache"))
-    monkeypatch.delenv("GPT_IMAGE_MODEL", raising=False)
-    monkeypatch.delenv("GPT_IMAGE_BACKEND", raising=False)
+def env(srv_env, tmp_path):
     (tmp_path / "in").mkdir()
-    return srv
+    return srv_env
 
 
 @pytest.fixture
