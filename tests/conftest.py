@@ -29,6 +29,11 @@ class _RootIsNotATestPackage:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(_RootIsNotATestPackage(), "gpt-image-nodes-root-dir")
+    # Tests never read or write the user's own result cache.
+    import os
+    import tempfile
+
+    os.environ["GPT_IMAGE_CACHE_DIR"] = tempfile.mkdtemp(prefix="gpt-image-test-cache-")
 
 
 #: Shaped like a real key, so a leak anywhere is found by a plain substring search.
@@ -83,7 +88,7 @@ def canary_key() -> str:
 
 
 _CANVAS_ENV = ("GPT_IMAGE_API_KEY", "GPT_IMAGE_BACKEND", "GPT_IMAGE_BASE_URL", "GPT_IMAGE_CONFIG",
-               "GPT_IMAGE_ALLOWED_HOSTS", "GPT_IMAGE_MODEL", "SPACE_ID")
+               "GPT_IMAGE_ALLOWED_HOSTS", "GPT_IMAGE_MODEL", "GPT_IMAGE_CACHE_DIR", "SPACE_ID")
 
 
 @pytest.fixture(scope="session")
@@ -98,8 +103,11 @@ def start_canvas():
 
     @contextlib.contextmanager
     def start(**env: str):
+        import tempfile
+
         from gpt_image_nodes.ui.launch import serve
 
+        env.setdefault("GPT_IMAGE_CACHE_DIR", tempfile.mkdtemp(prefix="gpt-image-canvas-cache-"))
         saved = {k: os.environ.get(k) for k in {*_CANVAS_ENV, *env}}
         for k in saved:
             os.environ.pop(k, None)

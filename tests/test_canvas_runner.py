@@ -21,6 +21,7 @@ def session(tmp_path, monkeypatch):
     for name in ("GPT_IMAGE_API_KEY", "GPT_IMAGE_BACKEND", "SPACE_ID"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("GPT_IMAGE_CONFIG", ENV["GPT_IMAGE_CONFIG"])
+    monkeypatch.setenv("GPT_IMAGE_CACHE_DIR", str(tmp_path / "cache"))  # each test starts cold
     store = SessionStore(tmp_path / "sessions")
     yield store.get("test-session")
     store.close_all()
@@ -126,3 +127,23 @@ def test_pick_one_image_of_n_to_pass_on(session, srv):
     assert final.requests == 2 and len(final.chain[0]["result"]["images"]) == 2
     assert len(final.chain[1]["result"]["images"]) == 1  # one edit request, of the picked image
     assert C.api_to_chain(api, [])[0][1]["inputs"] == [{"step": 0, "pick": 1}]
+
+
+def test_local_sessions_share_the_users_cache_hosted_ones_do_not(tmp_path, srv, monkeypatch):
+    """Locally the canvas is one person's: a new tab (or a restart) re-running a chain pays
+    nothing. Hosted, every visitor pays for their own results and sees no one else's."""
+    for name in ("GPT_IMAGE_API_KEY", "GPT_IMAGE_BACKEND", "SPACE_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GPT_IMAGE_CONFIG", ENV["GPT_IMAGE_CONFIG"])
+    monkeypatch.setenv("GPT_IMAGE_CACHE_DIR", str(tmp_path / "cache"))
+    store = SessionStore(tmp_path / "sessions")
+    try:
+        before = srv.stats["requests"]
+        assert run(chain3(), store.get("tab-1"))[-1].requests == 3
+        assert run(chain3(), store.get("tab-2"))[-1].requests == 0
+        assert srv.stats["requests"] == before + 3
+        monkeypatch.setenv("SPACE_ID", "someone/space")
+        assert run(chain3(), store.get("visitor-a"))[-1].requests == 3
+        assert run(chain3(), store.get("visitor-b"))[-1].requests == 3
+    finally:
+        store.close_all()

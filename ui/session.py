@@ -1,8 +1,10 @@
 """Per-browser-session resources: a private folder for uploads and results, a result cache and
 the clients its connection settings call for. Everything is dropped when the tab closes.
 
-Why a cache per session and not one per process: a shared cache would hand one visitor the image
-another visitor paid for whenever their inputs match, which breaks session isolation.
+The result cache: on a local canvas (one person at the keyboard) it is the user's own disk cache,
+shared with the CLI and surviving restarts, so nothing is paid for twice. When hosted (SPACE_ID
+set) each session gets its own: a shared cache would hand one visitor the image another visitor
+paid for whenever their inputs match (and let them probe what others asked for).
 """
 
 from __future__ import annotations
@@ -88,11 +90,30 @@ class CanvasSession:
         with self.lock:
             if self.cache is None:
                 from ..nodes.workflow import ResultCache
+                from .connection import hosted
 
-                # On disk inside the session folder (deleted with it), not in memory: many
-                # visitors' chains of large images would otherwise all sit in RAM.
-                self.cache = ResultCache(directory=self.root / "cache", memory=False)
+                if hosted():
+                    # On disk inside the session folder (deleted with it), not in memory: many
+                    # visitors' chains of large images would otherwise all sit in RAM.
+                    self.cache = ResultCache(directory=self.root / "cache", memory=False)
+                else:
+                    self.cache = _local_cache()
             return self.cache
+
+
+_local_lock = threading.Lock()
+_local: dict[Path, Any] = {}
+
+
+def _local_cache() -> Any:
+    """The user's own result cache (the CLI's default folder), one per folder per process."""
+    from ..nodes.workflow import ResultCache, default_cache_dir
+
+    folder = Path(default_cache_dir())
+    with _local_lock:
+        if folder not in _local:
+            _local[folder] = ResultCache(directory=folder)
+        return _local[folder]
 
 
 class SessionStore:
