@@ -345,3 +345,38 @@ def test_new_nodes_start_with_a_fixed_seed(comfy):
         finally:
             browser.close()
     assert result == {"fresh": ["fixed"] * 4, "reloaded": "randomize"}
+
+
+@pytest.mark.browser
+def test_ui_workflows_open_in_comfyuis_own_frontend(comfy):
+    """Every UI-format file in workflows/ loads in ComfyUI's real frontend, and the prompt the
+    frontend makes from it equals our API-format twin: widget order, links, values."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    files = sorted((ROOT / "workflows").glob("*.json"))
+    assert files
+    with sync_api.sync_playwright() as p:
+        try:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        except Exception as exc:  # noqa: BLE001 - no usable browser here
+            pytest.skip(f"no headless Chromium ({type(exc).__name__}); set CHROMIUM to a chromium binary")
+        try:
+            page = browser.new_page()
+            page.goto(comfy.url)
+            page.wait_for_function("!!(window.app && window.app.graph && window.LiteGraph && LiteGraph.registered_node_types['GPTImage2TextToImage'])", timeout=60000)
+            prompts = {}
+            for path in files:
+                prompts[path.name] = page.evaluate("""async (wf) => {
+                    await app.loadGraphData(wf);
+                    return (await app.graphToPrompt()).output;
+                }""", json.loads(path.read_text()))
+        finally:
+            browser.close()
+    for path in files:
+        twin = json.loads((ROOT / "workflows" / "api" / path.name).read_text())
+        made = prompts[path.name]
+        assert set(made) == set(twin), path.name
+        for nid, node in twin.items():
+            assert made[nid]["class_type"] == node["class_type"], (path.name, nid)
+            for name, value in node["inputs"].items():
+                assert made[nid]["inputs"].get(name) == value, (path.name, nid, name, made[nid]["inputs"].get(name), value)
