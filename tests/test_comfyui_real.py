@@ -320,9 +320,9 @@ def test_errors_show_their_message(comfy, offline):
     assert CANARY not in json.dumps(entry)
 
 
-@pytest.mark.browser
-def test_new_nodes_start_with_a_fixed_seed(comfy):
-    """web/gpt_image_nodes.js: a new node's seed control is "fixed"; a saved choice still wins."""
+@pytest.fixture(scope="module")
+def comfy_page(comfy):
+    """ComfyUI's own frontend in headless Chromium, with our nodes registered."""
     sync_api = pytest.importorskip("playwright.sync_api")
     chromium = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     with sync_api.sync_playwright() as p:
@@ -334,47 +334,37 @@ def test_new_nodes_start_with_a_fixed_seed(comfy):
             page = browser.new_page()
             page.goto(comfy.url)
             page.wait_for_function("!!(window.app && window.app.graph && window.LiteGraph && LiteGraph.registered_node_types['GPTImage2TextToImage'])", timeout=60000)
-            result = page.evaluate("""async (names) => {
-                const control = (n) => n.widgets.find((w) => w.name === "control_after_generate").value;
-                const fresh = names.map((t) => { const n = LiteGraph.createNode(t); app.graph.add(n); return control(n); });
-                const node = app.graph.nodes.find((n) => n.type === names[0]);
-                node.widgets.find((w) => w.name === "control_after_generate").value = "randomize";
-                await app.loadGraphData(JSON.parse(JSON.stringify(app.graph.serialize())));
-                return {fresh, reloaded: control(app.graph.nodes.find((n) => n.type === names[0]))};
-            }""", list(NAMES))
+            yield page
         finally:
             browser.close()
+
+
+@pytest.mark.browser
+def test_new_nodes_start_with_a_fixed_seed(comfy_page):
+    """web/gpt_image_nodes.js: a new node's seed control is "fixed"; a saved choice still wins."""
+    result = comfy_page.evaluate("""async (names) => {
+        const control = (n) => n.widgets.find((w) => w.name === "control_after_generate").value;
+        const fresh = names.map((t) => { const n = LiteGraph.createNode(t); app.graph.add(n); return control(n); });
+        const node = app.graph.nodes.find((n) => n.type === names[0]);
+        node.widgets.find((w) => w.name === "control_after_generate").value = "randomize";
+        await app.loadGraphData(JSON.parse(JSON.stringify(app.graph.serialize())));
+        return {fresh, reloaded: control(app.graph.nodes.find((n) => n.type === names[0]))};
+    }""", list(NAMES))
     assert result == {"fresh": ["fixed"] * 4, "reloaded": "randomize"}
 
 
 @pytest.mark.browser
-def test_ui_workflows_open_in_comfyuis_own_frontend(comfy):
+def test_ui_workflows_open_in_comfyuis_own_frontend(comfy_page):
     """Every UI-format file in workflows/ loads in ComfyUI's real frontend, and the prompt the
     frontend makes from it equals our API-format twin: widget order, links, values."""
-    sync_api = pytest.importorskip("playwright.sync_api")
-    chromium = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     files = sorted((ROOT / "workflows").glob("*.json"))
     assert files
-    with sync_api.sync_playwright() as p:
-        try:
-            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        except Exception as exc:  # noqa: BLE001 - no usable browser here
-            pytest.skip(f"no headless Chromium ({type(exc).__name__}); set CHROMIUM to a chromium binary")
-        try:
-            page = browser.new_page()
-            page.goto(comfy.url)
-            page.wait_for_function("!!(window.app && window.app.graph && window.LiteGraph && LiteGraph.registered_node_types['GPTImage2TextToImage'])", timeout=60000)
-            prompts = {}
-            for path in files:
-                prompts[path.name] = page.evaluate("""async (wf) => {
-                    await app.loadGraphData(wf);
-                    return (await app.graphToPrompt()).output;
-                }""", json.loads(path.read_text()))
-        finally:
-            browser.close()
     for path in files:
+        made = comfy_page.evaluate("""async (wf) => {
+            await app.loadGraphData(wf);
+            return (await app.graphToPrompt()).output;
+        }""", json.loads(path.read_text()))
         twin = json.loads((ROOT / "workflows" / "api" / path.name).read_text())
-        made = prompts[path.name]
         assert set(made) == set(twin), path.name
         for nid, node in twin.items():
             assert made[nid]["class_type"] == node["class_type"], (path.name, nid)
