@@ -17,7 +17,7 @@ from . import errors
 from .codecs import decode_base64, sniff_format
 from .errors import scrub
 
-__all__ = ["ImageRef", "Usage", "MessageParts", "walk_message", "parse_answer", "raise_for_error_body"]
+__all__ = ["ImageRef", "Usage", "MessageParts", "walk_message", "text_images", "parse_answer", "error_body", "error_class", "make_api_error"]
 
 MARKDOWN_IMAGE = re.compile(r"!\[[^\]]*\]\(\s*<?((?:data:image/[\w.+-]+;base64,[A-Za-z0-9+/=_\-\s]+)|(?:https?://[^\s)>]+))>?(?:\s+\"[^\"]*\")?\s*\)")
 BARE_DATA_URL = re.compile(r"data:image/[\w.+-]+;base64,[A-Za-z0-9+/=_\-]+")
@@ -101,11 +101,6 @@ class Usage:
             add_details(self.completion_tokens_details, other.completion_tokens_details),
         )
 
-    __radd__ = __add__
-
-    def summary(self) -> str:
-        parts = [f"{k.split('_')[0]} {v}" for k, v in self.as_dict().items() if isinstance(v, int)]
-        return ", ".join(parts) + " tokens" if parts else "no usage reported"
 
 
 @dataclass
@@ -136,7 +131,7 @@ def _maybe_b64_image(value: str) -> ImageRef | None:
     return ImageRef(data=decode_base64(value))  # strict: a damaged payload is an error
 
 
-def _text_images(text: str, out: MessageParts) -> None:
+def text_images(text: str, out: MessageParts) -> None:
     """Markdown images and bare data URLs inside text; the rest is the model's text."""
     found = False
     for match in MARKDOWN_IMAGE.finditer(text):
@@ -180,7 +175,7 @@ def _walk(value: Any, key: str | None, out: MessageParts, depth: int = 0) -> Non
             if ref is not None:
                 out.images.append(ref)
         elif key in _TEXT_KEYS:
-            _text_images(value, out)
+            text_images(value, out)
 
 
 def walk_message(message: Any) -> MessageParts:
@@ -198,7 +193,8 @@ def walk_message(message: Any) -> MessageParts:
     return out
 
 
-def _error_of(body: Any) -> dict | None:
+def error_body(body: Any) -> dict | None:
+    """The error object of an answer or stream chunk in any known shape, or None."""
     if not isinstance(body, dict):
         return None
     err = body.get("error")
@@ -267,7 +263,7 @@ def make_api_error(
     what: str = "The service",
 ) -> errors.APIError:
     """A typed error for an error body (any of the OpenAI, OpenRouter or vLLM shapes)."""
-    err = _error_of(body) or {}
+    err = error_body(body) or {}
     code = err.get("code")
     error_type = err.get("type")
     server_message = scrub(err.get("message") or "", secret) if err else ""
@@ -279,11 +275,6 @@ def make_api_error(
     message = f"{head}{tag}{detail} {_ADVICE.get(cls, '')}".strip()
     return cls(message, status=status, code=code, error_type=error_type,
                request_id=request_id, server_message=server_message or None)
-
-
-def raise_for_error_body(body: Any, status: int | None = None, secret: str | None = None) -> None:
-    if _error_of(body) is not None:
-        raise make_api_error(status, body, secret=secret)
 
 
 @dataclass
@@ -307,7 +298,8 @@ def _choices_in_order(choices: list) -> Iterator[dict]:
 
 def parse_answer(body: Any, secret: str | None = None) -> ParsedAnswer:
     """Read a non-streaming answer body (already JSON-decoded)."""
-    raise_for_error_body(body, 200, secret)
+    if error_body(body) is not None:
+        raise make_api_error(200, body, secret=secret)
     if not isinstance(body, dict):
         raise errors.MalformedAnswerError(
             "The answer is JSON but not an object; this gateway does not speak the "

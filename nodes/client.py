@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from . import errors
-from .answers import ImageRef, make_api_error, parse_answer
+from .answers import ImageRef, error_body, error_class, make_api_error, parse_answer
 from .config import Settings
 from .protocol import CHAT_COMPLETIONS_PATH, ImageRequest
 from .retry import CancelCheck, RetryPolicy, Timeouts, retry_after_seconds, run_cancellable, sleep_cancellable
@@ -211,10 +211,18 @@ class AsyncImageClient:
                     await sleep_cancellable(wait, cancel_check)
                     continue
                 answer.attempts = attempt
-                answer.elapsed = time.monotonic() - start
                 if any(ref.url for ref in answer.refs):
                     emit("status", "downloading image")
-                answer.images = [await self._image_bytes(state, ref, cancel_check) for ref in answer.refs]
+                try:  # linked images are part of the answer: the same total time limit covers them
+                    answer.images = list(await asyncio.wait_for(
+                        asyncio.gather(*[self._image_bytes(state, ref, cancel_check) for ref in answer.refs]),
+                        max(0.0, deadline - time.monotonic()),
+                    ))
+                except asyncio.TimeoutError:
+                    raise errors.TimeoutError(
+                        f"The answer's images could not be downloaded within the total time limit of "
+                        f"{self.timeouts.total:.0f} s. Try again, or raise the total timeout.", attempts=attempt,
+                    ) from None
                 answer.elapsed = time.monotonic() - start
                 return answer
 
@@ -268,18 +276,17 @@ class AsyncImageClient:
             parsed: Any = json.loads(raw) if raw.strip() else None
         except ValueError:
             parsed = None
-        if parsed is not None and (isinstance(parsed, dict) and (parsed.get("error") or parsed.get("object") == "error")):
+        if error_body(parsed) is not None:
             error = make_api_error(status, parsed, request_id=request_id, secret=key)
         else:
-            cls = type(make_api_error(status, None))
+            cls = error_class(status, None, None)
             kind = _body_kind(raw)
             advice = "a proxy in front of the service failed (retried automatically); try again in a minute" if status >= 500 else "check the base URL"
             if 300 <= status < 400:
                 advice = f"the service redirected to {response.headers.get('location', '?')!s:.80}; use that as the base URL"
             error = cls(f"The service answered HTTP {status} with {kind}: {advice}.", status=status, request_id=request_id)
-        if status in (408, 409, 429) or status >= 500:
-            if self.retry.should_retry_status(status):
-                raise _Retryable(error, retry_after_seconds(response.headers))
+        if self.retry.should_retry_status(status):
+            raise _Retryable(error, retry_after_seconds(response.headers))
         raise error
 
     async def _read_capped(self, response: httpx.Response, cap: int, what: str, truncate: bool = False) -> bytes:
@@ -301,7 +308,7 @@ class AsyncImageClient:
         if head.startswith((b"data:", b"event:", b":")):  # SSE sent with the wrong content type
             state = StreamState(emit)
             feed_stream(state, SSEDecoder(), raw, key, final=True)
-            return finish_stream(state, request, cut=False)
+            return finish_stream(state, request, cut=False, key=key)
         try:
             body = json.loads(raw)
         except ValueError:
@@ -334,21 +341,21 @@ class AsyncImageClient:
             cut = True  # judged below: complete if the images already arrived
         if not state.done:
             feed_stream(state, decoder, b"", key, final=True)
-        return finish_stream(state, request, cut)
+        return finish_stream(state, request, cut, key)
 
     async def _image_bytes(self, state: _LoopState, ref: ImageRef, cancel_check: CancelCheck | None) -> bytes:
         if ref.data is not None:
             return ref.data
         assert ref.url is not None
-        last: errors.APIError | None = None
-        for attempt in range(3):
+        tries = 3  # a GET of a finished image is free to repeat
+        for attempt in range(1, tries + 1):
             try:
                 return await run_cancellable(self._fetch_link(state, ref.url), cancel_check)
             except _Retryable as r:
-                last = r.error
-                await sleep_cancellable(self.retry.backoff(attempt), cancel_check)
-        assert last is not None
-        raise last
+                if attempt == tries:
+                    raise _with_attempts(r.error, attempt) from None
+                await sleep_cancellable(self.retry.backoff(attempt - 1), cancel_check)
+        raise AssertionError("unreachable")
 
     async def _fetch_link(self, state: _LoopState, url: str) -> bytes:
         host = _host(url)

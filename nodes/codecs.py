@@ -30,7 +30,7 @@ __all__ = [
     "load_input_image",
     "prepare_input_image",
     "encode_data_url",
-    "encode_rgb_array",
+    "png_chunk",
     "decode_answer_image",
     "png_bytes",
 ]
@@ -182,7 +182,8 @@ def prepare_input_image(img: Image.Image, *, max_side: int = MAX_INPUT_SIDE) -> 
     return img
 
 
-def _png_chunk(tag: bytes, payload: bytes) -> bytes:
+def png_chunk(tag: bytes, payload: bytes) -> bytes:
+    """One PNG chunk: length, tag, payload, CRC."""
     return (
         len(payload).to_bytes(4, "big") + tag + payload
         + (zlib.crc32(payload, zlib.crc32(tag)) & 0xFFFFFFFF).to_bytes(4, "big")
@@ -232,9 +233,9 @@ def _fast_png(arr: np.ndarray) -> bytes:
     # One join: the compressed data (megabytes) is copied once, not once per concatenation.
     return b"".join((
         b"\x89PNG\r\n\x1a\n",
-        _png_chunk(b"IHDR", ihdr),
+        png_chunk(b"IHDR", ihdr),
         sum(map(len, idat)).to_bytes(4, "big"), b"IDAT", *idat, (crc & 0xFFFFFFFF).to_bytes(4, "big"),
-        _png_chunk(b"IEND", b""),
+        png_chunk(b"IEND", b""),
     ))
 
 
@@ -243,15 +244,6 @@ def png_bytes(img: Image.Image) -> bytes:
     if img.mode not in ("RGB", "RGBA", "L"):
         img = _to_8bit(img)
     return _fast_png(np.asarray(img))
-
-
-def encode_rgb_array(arr: np.ndarray) -> bytes:
-    """A data URL (ASCII bytes) holding a lossless PNG of a uint8 HxWx{1,3,4} array."""
-    if arr.dtype != np.uint8:
-        raise InvalidInputError(f"Image arrays must be uint8, not {arr.dtype}.")
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[:, :, 0]
-    return b"data:image/png;base64," + base64.b64encode(_fast_png(np.ascontiguousarray(arr)))
 
 
 def encode_data_url(img: Image.Image, fmt: str = "PNG", *, quality: int = 95) -> bytes:

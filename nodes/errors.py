@@ -58,9 +58,6 @@ def scrub(text: object, *secrets: str | None) -> str:
 class GPTImageError(Exception):
     """Base of every error this package raises on purpose."""
 
-    #: Whether sending the same request again may succeed.
-    retryable: bool = False
-
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
@@ -131,25 +128,17 @@ class InsufficientCreditsError(APIError):
 class RateLimitError(APIError):
     """429: too many requests; retried with backoff before this is raised."""
 
-    retryable = True
-
 
 class ServerError(APIError):
     """5xx, 408 or 409: the service or a proxy in front of it failed."""
-
-    retryable = True
 
 
 class TimeoutError(APIError):  # noqa: A001 - deliberately shadows the builtin inside this package
     """Connecting, reading or the whole request took longer than allowed."""
 
-    retryable = True
-
 
 class ConnectionError(APIError):  # noqa: A001
     """The service could not be reached or dropped the connection."""
-
-    retryable = True
 
 
 class ContentFilterError(APIError):

@@ -9,6 +9,7 @@ MASK a list of mode-"L" PIL images, STRING a str, INT an int.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Sequence
@@ -25,7 +26,7 @@ from .errors import InvalidInputError
 from .protocol import DEFAULT_DESCRIBE_QUESTION, MAX_N, QUALITIES, SIZES
 from .retry import CancelCheck
 
-__all__ = ["InputSpec", "OutputSpec", "NodeType", "RunContext", "ClientPool", "NODE_TYPES", "MAX_MERGE_INPUTS", "fit_to_size", "apply_mask"]
+__all__ = ["InputSpec", "OutputSpec", "NodeType", "RunContext", "ClientPool", "NODE_TYPES", "MAX_MERGE_INPUTS", "fit_to_size", "check_mask_size", "apply_mask"]
 
 #: MultiMerge takes image_1 .. image_8 (the first two required).
 MAX_MERGE_INPUTS = 8
@@ -133,15 +134,19 @@ def fit_to_size(images: list[Image.Image], size: tuple[int, int]) -> list[Image.
     return out
 
 
+def check_mask_size(image: Image.Image, mask: Image.Image) -> None:
+    if mask.size != image.size:
+        raise InvalidInputError(
+            f"The mask is {mask.width}x{mask.height} but the image is {image.width}x{image.height}. "
+            "Use a mask of the image's size (e.g. scale it with an Upscale Mask node)."
+        )
+
+
 def apply_mask(original: Image.Image, edited: Image.Image, mask: Image.Image) -> Image.Image:
     """Keep the edit where the mask is 1 and the original pixels, exactly, where it is 0.
 
     The edit is brought to the original's size first (the model may answer in another size)."""
-    if mask.size != original.size:
-        raise InvalidInputError(
-            f"The mask is {mask.width}x{mask.height} but the image is {original.width}x{original.height}. "
-            "Use a mask of the image's size (e.g. scale it with an Upscale Mask node)."
-        )
+    check_mask_size(original, mask)
     if edited.size != original.size:
         edited = edited.resize(original.size, Image.Resampling.LANCZOS)
     mode = "RGBA" if "A" in original.mode else "RGB"
@@ -177,7 +182,7 @@ def _batch_progress(ctx: RunContext, index: int, total: int) -> ProgressCallback
         return ctx.on_progress
 
     def forward(event: ProgressEvent) -> None:
-        ctx.on_progress(ProgressEvent(event.kind, f"[{index + 1}/{total}] {event.text}", event.index, event.data, event.elapsed))  # type: ignore[misc]
+        ctx.on_progress(dataclasses.replace(event, batch=(index + 1, total)))  # type: ignore[misc]
 
     return forward
 
@@ -216,13 +221,12 @@ async def _text_to_image(ctx: RunContext, prompt: str, size: str = "auto", quali
 async def _edit_image(ctx: RunContext, image: Any, prompt: str, size: str = "auto", quality: str = "auto", n: int = 1, seed: int = 0, mask: Any = None, **kw: Any) -> tuple:
     images = _images(image, "image")
     masks = None if mask is None else _images(mask, "mask")
-    if masks is not None and len(masks) not in (1, len(images)):
-        raise InvalidInputError(f"The mask batch has {len(masks)} masks for {len(images)} images; use 1 mask or one per image.")
     if masks is not None:
-        for i, img in enumerate(images):
-            m = masks[i if len(masks) > 1 else 0]
-            if m.size != img.size:
-                apply_mask(img, img, m)  # raises the clear size error before anything is sent
+        if len(masks) not in (1, len(images)):
+            raise InvalidInputError(f"The mask batch has {len(masks)} masks for {len(images)} images; use 1 mask or one per image.")
+        masks = masks * len(images) if len(masks) == 1 else masks  # one mask per image from here on
+        for img, m in zip(images, masks):
+            check_mask_size(img, m)  # before anything is sent
     client = _client(ctx, kw)
     operations.validate_request_args(prompt, size, quality, n)
     calls = [
@@ -231,8 +235,7 @@ async def _edit_image(ctx: RunContext, image: Any, prompt: str, size: str = "aut
     ]
     results = await _run_images(ctx, calls)
     if masks is not None:
-        for i, (img, result) in enumerate(zip(images, results)):
-            m = masks[i if len(masks) > 1 else 0]
+        for img, m, result in zip(images, masks, results):
             result.images = [apply_mask(img, edited, m) for edited in result.images]
     return _image_outputs(results)
 
@@ -346,9 +349,11 @@ class ClientPool:
         send the key anywhere."""
         if settings.offline or not settings.api_key:
             return  # nothing to leak; a missing key is reported when sending
-        configured = Settings.resolve(base_url=default_url, backend=default_backend)
         target = host_of(settings.base_url)
-        if target == host_of(configured.base_url) or host_allowed(target, allowed_hosts()):
+        if host_allowed(target, allowed_hosts()):
+            return
+        configured = Settings.resolve(base_url=default_url, backend=default_backend)
+        if target == host_of(configured.base_url):
             return
         raise ConfigurationError(
             f"This node asks to send your API key to {target}, which is not your configured gateway "

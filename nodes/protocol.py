@@ -173,12 +173,6 @@ class ImageRequest:
             )
         return cls(mode, text, urls, size, quality, n, bool(stream), extra)
 
-    def with_stream(self, stream: bool) -> "ImageRequest":
-        return ImageRequest(
-            self.mode, self.prompt, self.image_urls, self.size, self.quality, self.n,
-            stream, self.extra_body,
-        )
-
     def body(self, model: str) -> bytes:
         """The JSON body, as bytes. Field order follows the seed examples."""
         placeholders = [f"\x00IMG{i}\x00" for i in range(len(self.image_urls))]

@@ -19,7 +19,8 @@ CancelCheck = Callable[[], bool]
 #: How often a caller's cancel check is polled; well inside the one-second promise.
 CANCEL_POLL_SECONDS = 0.1
 
-RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524, 529})
+#: Besides every 5xx: timeout, conflict and rate limit are worth another try.
+RETRY_STATUSES = frozenset({408, 409, 429})
 
 
 @dataclass(frozen=True)

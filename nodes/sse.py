@@ -33,6 +33,11 @@ class SSEEvent:
     event: str = "message"
     id: str | None = None
     retry: int | None = None
+    #: The JSON values in ``data`` when the decoder already parsed them (see _complete_json).
+    values: list | None = None
+
+    def parsed(self) -> list[object]:
+        return self.values if self.values is not None else parse_event_data(self.data)
 
 
 class SSEDecoder:
@@ -114,12 +119,12 @@ class SSEDecoder:
                 # The seed's multi-line JSON: a continuation of the current data. When it closes
                 # the object, hand the event over now: the seed sends no blank line after it.
                 self._append(line)
-                if line.rstrip().endswith((b"}", b"]")) and self._data_size < _EARLY_DISPATCH_BYTES and _complete_json(self._data):
-                    self._dispatch(events)
+                if line.rstrip().endswith((b"}", b"]")) and self._data_size < _EARLY_DISPATCH_BYTES:
+                    self._dispatch_if_complete(events)
             return
         if name == b"data":
-            if self._data and _complete_json(self._data):
-                self._dispatch(events)
+            if self._data:
+                self._dispatch_if_complete(events)
             self._append(value)
         elif name == b"event":
             self._event = value
@@ -138,16 +143,25 @@ class SSEDecoder:
                 "stopped. Try again without streaming."
             )
 
-    def _dispatch(self, events: list[SSEEvent]) -> None:
+    def _dispatch_if_complete(self, events: list[SSEEvent]) -> None:
+        """Dispatch now if the data so far is already whole JSON (parsed once, kept)."""
+        data = b"\n".join(self._data).decode("utf-8", "replace")
+        values = _complete_json(data)
+        if values is not None:
+            self._dispatch(events, data, values)
+
+    def _dispatch(self, events: list[SSEEvent], data: str | None = None, values: list | None = None) -> None:
         if self._id is not None:
             self.last_event_id = self._id.decode("utf-8", "replace")
         if self._data:
-            data = b"\n".join(self._data).decode("utf-8", "replace")
+            if data is None:
+                data = b"\n".join(self._data).decode("utf-8", "replace")
             events.append(SSEEvent(
                 data=data,
                 event=self._event.decode("utf-8", "replace") or "message",
                 id=self.last_event_id,
                 retry=self._retry,
+                values=values,
             ))
         self._data = []
         self._data_size = 0
@@ -155,20 +169,19 @@ class SSEDecoder:
         self._retry = None
 
 
-def _complete_json(parts: list[bytes]) -> bool:
-    """Whether the data collected so far is already one or more whole JSON values."""
-    text = b"\n".join(parts).strip()
+def _complete_json(data: str) -> list[object] | None:
+    """The JSON values if the data collected so far is already whole, else None."""
+    text = data.strip()
     if not text:
-        return False
-    if text == b"[DONE]":
-        return True
-    if text[:1] not in (b"{", b"["):
-        return False
+        return None
+    if text == "[DONE]":
+        return [DONE]
+    if text[:1] not in ("{", "["):
+        return None
     try:
-        list(_iter_json(text.decode("utf-8", "replace")))
+        return list(_iter_json(text))
     except ValueError:
-        return False
-    return True
+        return None
 
 
 def _iter_json(text: str) -> Iterator[object]:

@@ -6,15 +6,15 @@ Used by the client for SSE answers and for SSE bodies sent with the wrong conten
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import errors
-from .answers import BARE_DATA_URL, MARKDOWN_IMAGE, ImageRef, Usage, make_api_error, walk_message
-from .codecs import decode_base64
+from .answers import BARE_DATA_URL, ImageRef, MessageParts, Usage, error_body, make_api_error, text_images, walk_message
 from .protocol import ImageRequest
-from .sse import DONE, SSEDecoder, parse_event_data
+from .sse import DONE, SSEDecoder
 
 __all__ = ["ProgressEvent", "ProgressCallback", "Answer", "Emitter", "StreamState", "feed_stream", "finish_stream", "check_outcome"]
 
@@ -31,6 +31,13 @@ class ProgressEvent:
     index: int | None = None
     data: bytes | None = field(default=None, repr=False)
     elapsed: float = 0.0
+    #: (request number from 1, requests in all) when a node sends a batch as several requests.
+    batch: tuple[int, int] | None = None
+
+    @property
+    def display_text(self) -> str:
+        """The text as a progress line shows it, with the batch position in front."""
+        return f"[{self.batch[0]}/{self.batch[1]}] {self.text}" if self.batch else self.text
 
 
 ProgressCallback = Callable[[ProgressEvent], Any]
@@ -65,16 +72,37 @@ class Emitter:
             log.exception("progress callback failed")
 
 
-def _printable(text: str) -> str:
-    return BARE_DATA_URL.sub("[image]", MARKDOWN_IMAGE.sub("[image]", text))
+#: After an unfinished image: a ")" closes a markdown image, any non-base64 character a data URL.
+_CLOSES_MARKDOWN = re.compile(r"\)")
+_CLOSES_DATA_URL = re.compile(r"[^A-Za-z0-9+/=_\-]")
+
+
+def _unfinished_image(text: str) -> int:
+    """Where an image that may still be arriving starts in ``text`` (``len(text)`` if none):
+    a markdown image not yet closed, or a data URL running to the very end."""
+    start = text.rfind("![")
+    if start >= 0 and ")" not in text[start:]:
+        return start
+    start = text.rfind("data:image/")
+    if start >= 0:
+        match = BARE_DATA_URL.match(text, start)
+        if match is None or match.end() == len(text):
+            return start
+    # The very start of one may be cut off: "…!" or "…data:im".
+    for marker in ("![", "data:image/"):
+        for size in range(min(len(marker) - 1, len(text)), 0, -1):
+            if text.endswith(marker[:size]):
+                return len(text) - size
+    return len(text)
 
 
 class StreamState:
     def __init__(self, emit: Emitter) -> None:
         self.emit = emit
         self.images: list[ImageRef] = []
-        self.text = ""
-        self._cursor = 0
+        self._text: list[str] = []  # the model's words, images taken out
+        self._pending: list[str] = []  # text that may hold an image still arriving
+        self._waiting: re.Pattern | None = None  # what must arrive before _pending is worth a look
         self.usage: Usage | None = None
         self.request_id: str | None = None
         self.model: str | None = None
@@ -87,21 +115,39 @@ class StreamState:
         self.emit("image", f"image {len(self.images)} received", len(self.images) - 1, ref.data)
 
     def add_text(self, delta: str) -> None:
-        self.text += delta
-        # Markdown images may arrive split across chunks: scan only complete ones past the cursor.
-        for match in MARKDOWN_IMAGE.finditer(self.text, self._cursor):
-            url = match.group(1).strip()
-            self.add_image(ImageRef(data=decode_base64(url.partition(",")[2])) if url.startswith("data:") else ImageRef(url=url))
-            self._cursor = match.end()
-        shown = _printable(delta)
-        if shown.strip() and "data:image/" not in shown:
-            self.emit("text", shown)
+        """Content text, images inside it included (markdown or bare data URLs, possibly split
+        across chunks). Only the new chunk is searched while an image is still arriving, so a
+        multi-megabyte image in many chunks costs linear time, and none of it is shown as text."""
+        self._pending.append(delta)
+        if self._waiting is not None and not self._waiting.search(delta):
+            return
+        tail = "".join(self._pending)
+        cut = _unfinished_image(tail)
+        self._pending = [tail[cut:]] if cut < len(tail) else []
+        self._waiting = None if not self._pending else _CLOSES_MARKDOWN if tail.startswith("![", cut) else _CLOSES_DATA_URL
+        if cut:
+            self._take(tail[:cut])
+
+    def _take(self, text: str) -> None:
+        found = MessageParts()
+        text_images(text, found)
+        for ref in found.images:
+            self.add_image(ref)
+        words = "".join(found.text)
+        self._text.append(words)
+        if words.strip():
+            self.emit("text", words)
+
+    def final_text(self) -> str:
+        if self._pending:  # the stream ended: whatever was held back is complete now
+            tail, self._pending, self._waiting = "".join(self._pending), [], None
+            self._take(tail)
+        return "".join(self._text).strip()
 
     def apply(self, chunk: Any, secret: str | None) -> None:
         if not isinstance(chunk, dict):
             return
-        err = chunk.get("error")
-        if err or chunk.get("object") == "error":
+        if error_body(chunk) is not None:
             raise _mid_stream_error(chunk, secret, self.request_id)
         if isinstance(chunk.get("id"), str):
             self.request_id = self.request_id or chunk["id"]
@@ -131,18 +177,13 @@ class StreamState:
                 if reason == "error":
                     raise _mid_stream_error(chunk, secret, self.request_id)
 
-    def final_text(self) -> str:
-        return MARKDOWN_IMAGE.sub("", BARE_DATA_URL.sub("", self.text)).strip()
-
 
 def _mid_stream_error(chunk: dict, secret: str | None, request_id: str | None) -> errors.APIError:
-    body = chunk if chunk.get("error") or chunk.get("object") == "error" else {"error": {"message": "finish_reason error", "type": "server_error"}}
+    body = chunk if error_body(chunk) is not None else {"error": {"message": "finish_reason error", "type": "server_error"}}
     err = make_api_error(None, body, request_id=request_id, secret=secret, what="The stream")
     err.message = (err.message + " It failed after the stream had started, so it was not retried.").strip()
     err.args = (err.message,)
     return err
-
-
 
 
 def feed_stream(state: StreamState, decoder: SSEDecoder, chunk: bytes, key: str | None, final: bool = False) -> bool:
@@ -151,7 +192,7 @@ def feed_stream(state: StreamState, decoder: SSEDecoder, chunk: bytes, key: str 
     if final:
         events += decoder.close()
     for event in events:
-        for value in parse_event_data(event.data):
+        for value in event.parsed():
             if value is DONE:
                 state.done = True
                 return True
@@ -159,7 +200,7 @@ def feed_stream(state: StreamState, decoder: SSEDecoder, chunk: bytes, key: str 
     return False
 
 
-def finish_stream(state: StreamState, request: ImageRequest, cut: bool) -> Answer:
+def finish_stream(state: StreamState, request: ImageRequest, cut: bool, key: str | None) -> Answer:
     text = state.final_text()
     if request.mode.wants_image and not state.images and not state.done and "content_filter" not in state.finish:
         why = "the connection was cut" if cut else "it ended without [DONE]"
@@ -167,7 +208,7 @@ def finish_stream(state: StreamState, request: ImageRequest, cut: bool) -> Answe
             f"The stream stopped before any image arrived ({why}). It was not retried because "
             "the stream had started; run it again."
         )
-    check_outcome(request, state.images, text, state.finish, state.refusal, state.request_id, None)
+    check_outcome(request, state.images, text, state.finish, state.refusal, state.request_id, key)
     return Answer([], text, state.usage, state.request_id, state.model, state.finish, 0, 0.0, True, refs=state.images)
 
 

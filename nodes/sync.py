@@ -63,6 +63,8 @@ class ImageClient:
             self._run(self.aclient.aclose())
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
+        if not self._loop.is_running() and not self._loop.is_closed():
+            self._loop.close()  # its selector holds file descriptors
 
     def __enter__(self) -> "ImageClient":
         return self

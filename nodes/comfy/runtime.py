@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import sys
 import time
 from typing import Any
@@ -23,7 +22,6 @@ log = logging.getLogger("gpt_image_nodes.comfy")
 
 #: Text events arrive per streamed chunk; the node's text is refreshed at most this often.
 TEXT_REFRESH_SECONDS = 0.1
-_PREFIX = re.compile(r"^\[(\d+)/(\d+)\] ")  # node_types prefixes batch events with "[i/B] "
 
 
 class Hooks:
@@ -159,8 +157,7 @@ class NodeProgress:
 
     # -- events --------------------------------------------------------------------------------
     def __call__(self, event: ProgressEvent) -> None:
-        match = _PREFIX.match(event.text)
-        number, text = (int(match.group(1)), event.text[match.end():]) if match else (1, event.text)
+        number, text = (event.batch[0] if event.batch else 1), event.text
         entry = self._entries.setdefault(number, ["", ""])
         if event.kind == "text":
             entry[1] = (entry[1] + text)[-(2000 if self.requests == 1 else 120):]

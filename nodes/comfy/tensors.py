@@ -14,7 +14,7 @@ from PIL import Image
 
 from ..errors import InvalidInputError
 
-__all__ = ["to_uint8", "image_to_pils", "mask_to_pils", "pils_to_image", "uint8_to_image"]
+__all__ = ["to_uint8", "image_to_pils", "mask_to_pils", "pils_to_image"]
 
 
 def _as_numpy(value: Any, name: str) -> np.ndarray:
@@ -81,15 +81,6 @@ def mask_to_pils(value: Any, name: str = "mask") -> list[Image.Image]:
             f"Input '{name}' has shape {tuple(array.shape)}; a MASK must be [batch, height, width] or [height, width]."
         )
     return [Image.fromarray(m, "L") for m in to_uint8(array)]
-
-
-def uint8_to_image(pixels: np.ndarray):  # noqa: ANN201 - torch.Tensor
-    """uint8 [N,H,W,C] to ComfyUI's float32 IMAGE tensor in 0..1 (x / 255, correctly rounded)."""
-    import torch
-
-    out = torch.empty(tuple(pixels.shape), dtype=torch.float32)
-    _scale_into(pixels, out.numpy())
-    return out
 
 
 def _scale_into(pixels: np.ndarray, dest: np.ndarray) -> None:

@@ -16,7 +16,7 @@ from .wire import ChatRequest
 
 __all__ = [
     "ANSWER_SHAPES", "STREAM_SHAPES", "USAGE_SHAPES", "PROGRESS", "make_id", "usage_for",
-    "image_answer", "text_answer", "no_image_answer", "refusal_answer", "SseFormat",
+    "image_answer", "text_answer", "refusal_answer", "SseFormat",
     "stream_items",
 ]
 
@@ -118,10 +118,6 @@ def image_answer(req: ChatRequest, images: list[bytes], shape: str, usage_shape:
 
 
 def text_answer(req: ChatRequest, text: str, usage_shape: str, model: str) -> dict:
-    return _envelope(req, model, [_choice(text)], usage_for(req, usage_shape, text=text))
-
-
-def no_image_answer(req: ChatRequest, text: str, usage_shape: str, model: str) -> dict:
     return _envelope(req, model, [_choice(text)], usage_for(req, usage_shape, text=text))
 
 
@@ -258,7 +254,7 @@ def _finish(fmt: SseFormat, req: ChatRequest, usage: dict | None, noisy: bool,
     events: list[dict] = []
     if finish and not fmt.minimal:
         events.append(fmt.chunk({}, "stop"))
-    # Usage rides on a last chunk, as most gateways send it (OpenAI only with include_usage).
+    # Usage rides on a last chunk, as most gateways send it (OpenAI only with stream_options).
     if usage is not None:
         events.append({**fmt.chunk({}), "choices": [], "usage": usage})
     for i, obj in enumerate(events):

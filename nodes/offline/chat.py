@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from . import painter
 from .answers import (
-    Step, image_answer, no_image_answer, refusal_answer, stream_items, text_answer)
+    Step, image_answer, refusal_answer, stream_items, text_answer)
 from .faults import STREAM_ONLY_FAULTS, Fault, status_response
 from .httpio import CLIENT_GONE
 from .wire import ChatRequest, RequestError, decode_images, load_doc, parse_chat, summarize
@@ -129,7 +129,7 @@ def handle_chat(h: "Handler") -> None:
         return _stream(h, srv, steps, start, latency, ok=fault is None)
 
     if fault is not None and fault.kind == "no_image":
-        answer = no_image_answer(req, fault["text"], usage_shape, model)
+        answer = text_answer(req, fault["text"], usage_shape, model)
     elif fault is not None and fault.kind == "refusal":
         answer = refusal_answer(req, fault["text"], usage_shape, model)
     elif req.mode == "describe":

@@ -263,12 +263,9 @@ class OfflineServer:
     def pending_faults(self) -> list[dict]:
         return self._faults.pending()
 
-    def _bump(self, key: str, mode: str | None = None) -> None:
+    def _bump(self, key: str) -> None:
         with self._lock:
-            if mode is not None:
-                self._stats["by_mode"][mode] = self._stats["by_mode"].get(mode, 0) + 1
-            else:
-                self._stats[key] += 1
+            self._stats[key] += 1
 
     def _record(self, summary: dict, body: bytes) -> None:
         with self._lock:

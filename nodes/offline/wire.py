@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image, UnidentifiedImageError
 
+from ..codecs import sniff_format
 from ..protocol import MAX_N, QUALITIES, SIZES
 from .edits import _to_rgb, find_ops
 
@@ -37,7 +38,6 @@ _QUESTION = re.compile(
     r"|[?？]|描述|分析|什么|解释|说明|识别|介绍",
     re.IGNORECASE,
 )
-_MAGIC = ((b"\x89PNG", "png"), (b"\xff\xd8\xff", "jpeg"), (b"GIF8", "gif"), (b"RIFF", "webp"))
 
 
 class RequestError(Exception):
@@ -67,7 +67,6 @@ class ChatRequest:
     quality: str | None = None
     n: int = 1
     stream: bool = False
-    include_usage: bool = False
     images: list[Image.Image] = field(default_factory=list)
     image_bytes: list[bytes] = field(default_factory=list)
 
@@ -135,6 +134,7 @@ def _detect_mode(doc: dict, prompt: str, n_images: int) -> str:
 
 
 def _sniff(url: object) -> str:
+    """The real format of a data URL's bytes (lower case), whatever its MIME type says."""
     if not isinstance(url, str) or "," not in url[:200]:
         return "unknown"
     head = url.split(",", 1)[1][:24]
@@ -142,10 +142,7 @@ def _sniff(url: object) -> str:
         raw = base64.b64decode(head[: len(head) // 4 * 4])
     except (binascii.Error, ValueError):
         return "unknown"
-    for magic, name in _MAGIC:
-        if raw.startswith(magic):
-            return name
-    return "unknown"
+    return (sniff_format(raw) or "unknown").lower()
 
 
 def summarize(doc: dict | None) -> dict:
@@ -196,10 +193,7 @@ def parse_chat(doc: dict, model: str) -> ChatRequest:
     mode = _detect_mode(doc, prompt, len(urls))
     if mode == "text_to_image" and not prompt.strip():
         raise RequestError(400, "The prompt is empty.", "invalid_prompt", param="messages")
-    options = doc.get("stream_options")
-    include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-    return ChatRequest(mode, sent_model, prompt, urls, size, quality, n, bool(stream),
-                       include_usage)
+    return ChatRequest(mode, sent_model, prompt, urls, size, quality, n, bool(stream))
 
 
 def _invalid_image(detail: str = "") -> RequestError:
