@@ -48,7 +48,8 @@ class _ResultBase:
 class ImageResult(_ResultBase):
     """Images in answer order, the model's text (may be empty) and the request's bookkeeping.
 
-    ``data`` holds the bytes exactly as received (so a PNG is saved or passed on untouched).
+    ``data`` holds the bytes exactly as received, for callers that want to keep the original
+    file (the runtimes work on the decoded images and write their own lossless PNGs).
     """
 
     images: list[Image.Image] = field(default_factory=list)
