@@ -3,7 +3,8 @@
 Items come from a CSV (a header of ``NODE.INPUT`` columns, optional ``id``) or JSONL (one
 object per line, same keys). Item ``k`` writes into ``OUT/<k>/`` and, once all its outputs are
 written, a done-marker ``OUT/<k>/.done.json``, atomically. A second run skips every item whose
-marker matches the item's graph, without any request; the cache covers the rest.
+marker matches the item's fingerprint (its graph, resolved endpoints and input files' content),
+without any request; the cache covers the rest.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from ..answers import Usage
-from .executor import Executor, NodeEvent, RunReport, check_flag
+from .executor import Executor, NodeEvent, Prepared, RunReport, check_flag
 from .files import atomic_write
-from .graph import Workflow, WorkflowError, load_workflow
+from .graph import WorkflowError, load_workflow
 
 __all__ = ["BatchItem", "BatchReport", "load_batch_items", "run_batch", "DONE_MARKER"]
 
@@ -98,8 +99,34 @@ def load_batch_items(path: Path | str) -> list[BatchItem]:
     return items
 
 
-def fingerprint(wf: Workflow) -> str:
-    return hashlib.sha256(json.dumps(wf.to_api(), sort_keys=True).encode()).hexdigest()
+_FINGERPRINT_VERSION = 2
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes; an unreadable file gets a marker of its own (its item then
+    runs, and LoadImage reports the problem)."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+    except OSError as exc:
+        return f"unreadable:{exc.errno}"
+    return h.hexdigest()
+
+
+def fingerprint(prepared: Prepared, digests: Mapping[Path, str] | None = None) -> str:
+    """What an item's results depend on, as the result cache key sees it: the graph, what each
+    of our nodes' backend/base URL/model resolve to (auto is offline without a key, remote with
+    one) and the content of every file LoadImage reads."""
+    digests = digests if digests is not None else {}
+    doc = {
+        "v": _FINGERPRINT_VERSION,
+        "graph": prepared.workflow.nodes,
+        "endpoints": prepared.endpoints,
+        "files": {nid: digests.get(path) or file_digest(path) for nid, path in prepared.files.items()},
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, ensure_ascii=True).encode()).hexdigest()
 
 
 def _is_done(folder: Path, print_: str) -> bool:
@@ -120,20 +147,24 @@ async def run_batch(executor: Executor, workflow: Any, items: list[BatchItem], o
     ``on_item(key, status, report)`` is told "skipped" (already done), "done" or "failed"."""
     base = load_workflow(workflow)
     out = Path(out_dir)
-    prepared: list[tuple[BatchItem, Workflow, str]] = []
+    plans: list[tuple[BatchItem, Prepared]] = []
     for item in items:
         try:
-            wf, _ = executor.prepare(base, item.overrides)
+            plans.append((item, executor._prepare(base, item.overrides)))
         except WorkflowError as exc:
             raise WorkflowError(f"item {item.key}: {exc}", exc.node_id) from None
-        prepared.append((item, wf, fingerprint(wf)))
+    # Each input file is read once however many items use it (off the event loop: files can be big).
+    paths = {path for _, plan in plans for path in plan.files.values()}
+    digests = await asyncio.to_thread(lambda: {path: file_digest(path) for path in paths})
+    prepared = [(item, plan, fingerprint(plan, digests)) for item, plan in plans]
     report = BatchReport()
     start = time.monotonic()
     usage: Usage | None = None
     gate = asyncio.Semaphore(executor.concurrency)
 
-    async def one(item: BatchItem, wf: Workflow, print_: str) -> None:
+    async def one(item: BatchItem, plan: Prepared, print_: str) -> None:
         nonlocal usage
+        wf = plan.workflow
         folder = out / item.key
         if _is_done(folder, print_):
             report.already_done.append(item.key)
@@ -145,8 +176,8 @@ async def run_batch(executor: Executor, workflow: Any, items: list[BatchItem], o
                 report.interrupted.append(item.key)
                 report.cancelled = True
                 return
-            result = await executor.run(wf, on_event=(lambda ev: on_event(item.key, ev)) if on_event else None,
-                                        cancel_check=cancel_check, stop_check=stop_check, output_dir=folder)
+            result = await executor._execute(plan, (lambda ev: on_event(item.key, ev)) if on_event else None,
+                                             cancel_check=cancel_check, stop_check=stop_check, output_dir=folder)
         report.reports[item.key] = result
         report.requests += result.requests
         report.cache_hits += result.cache_hits
@@ -155,8 +186,10 @@ async def run_batch(executor: Executor, workflow: Any, items: list[BatchItem], o
             u = Usage.from_json(result.usage)
             usage = u if usage is None else usage + u
         if result.ok:
+            # Saved paths are resolved (absolute): compare them with the resolved folder.
+            root = folder.resolve()
             marker = {"fingerprint": print_, "finished": time.time(), "requests": result.requests,
-                      "files": [str(p.relative_to(folder)) for p in result.saved if folder in p.parents]}
+                      "files": [p.relative_to(root).as_posix() for p in result.saved if root in p.parents]}
             await asyncio.to_thread(atomic_write, folder / DONE_MARKER, json.dumps(marker, indent=1).encode())
             report.done.append(item.key)
         elif result.errors:

@@ -1,7 +1,8 @@
 """Terminal output for the headless runner: a progress bar per node, and the summaries.
 
 On a terminal, running nodes are a block of bar lines redrawn in place and finished nodes
-scroll above it; elsewhere (logs, CI, pipes) every event is one plain line. No dependency: the
+scroll above it; elsewhere (logs, CI, pipes) plain lines: a node's start, retries, outcome, and
+its streamed text a whole line at a time (not one line per fragment). No dependency: the
 runner must work wherever the core does.
 """
 
@@ -20,6 +21,8 @@ __all__ = ["Progress", "run_summary", "failure_text", "batch_summary", "files_te
 
 _PERCENT = re.compile(r"(\d{1,3})\s*%")
 _BAR = 16
+_SUB_STREAM = re.compile(r"\[\d+/\d+\] ")  # what a node's batch puts before each image's events
+_NEWLINE = re.compile(r"\r\n|\r|\n")
 
 
 class _Line:
@@ -34,6 +37,8 @@ class Progress:
         self.wf, self.stream, self.quiet = wf, stream, quiet
         self.live = not quiet and bool(getattr(stream, "isatty", lambda: False)())
         self.lines: dict[str, _Line] = {}
+        #: Without a terminal: streamed text not yet ended by a newline, per node, per image.
+        self.pending: dict[str, dict[str, str]] = {}
         self.drawn = 0
 
     def label(self, node_id: str, class_type: str, prefix: str = "") -> str:
@@ -50,11 +55,18 @@ class Progress:
         if event.kind in ("start", "progress"):
             line = self.lines.setdefault(key, _Line(label))
             self._advance(line, event)
-            if not self.live and (event.kind == "start" or event.progress_kind in ("text", "retry")):
-                self._print(f"{label}: {'started' if event.kind == 'start' else event.text.strip()}")
+            if not self.live:
+                if event.kind == "start":
+                    self._print(f"{label}: started")
+                elif event.progress_kind == "text":
+                    self._buffer(key, label, event.text)
+                elif event.progress_kind == "retry":
+                    self._flush(key, label)  # the failed attempt's last words, then the retry
+                    self._print(f"{label}: {event.text.strip()}")
             self._draw()
             return
         self.lines.pop(key, None)
+        self._flush(key, label)
         text = {
             "done": f"done in {event.elapsed:.1f} s" + (f" ({event.text})" if event.text else ""),
             "cached": "cached, no request",
@@ -63,6 +75,22 @@ class Progress:
         }.get(event.kind, event.text)
         self._print(f"{label}: {text}")
         self._draw()
+
+    def _buffer(self, key: str, label: str, text: str) -> None:
+        """Streamed text arrives in fragments (a token, half a line): a log gets whole lines.
+        Each image of a node's batch ("[2/3] ...") streams on its own, so each has a buffer."""
+        match = _SUB_STREAM.match(text)
+        sub = match.group(0) if match else ""
+        pending = self.pending.setdefault(key, {})
+        *done, pending[sub] = _NEWLINE.split(pending.get(sub, "") + text[len(sub):])
+        for row in done:
+            if row.strip():
+                self._print(f"{label}: {sub}{row.strip()}")
+
+    def _flush(self, key: str, label: str) -> None:
+        for sub, rest in self.pending.pop(key, {}).items():
+            if rest.strip():
+                self._print(f"{label}: {sub}{rest.strip()}")
 
     @staticmethod
     def _advance(line: _Line, event: NodeEvent) -> None:

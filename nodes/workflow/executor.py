@@ -77,6 +77,18 @@ class RunReport:
         return not self.errors and not self.cancelled and not self.skipped
 
 
+@dataclass
+class Prepared:
+    """A workflow checked and ready to run: overrides applied, validated, its nodes in order,
+    what our nodes' literal backend/base URL/model resolve to (node id -> :meth:`Executor.endpoint`)
+    and the file each LoadImage node with a literal name reads (node id -> path)."""
+
+    workflow: Workflow
+    order: list[str]
+    endpoints: dict[str, dict[str, str]]
+    files: dict[str, Path]
+
+
 def check_flag(fn: Callable[[], bool] | None) -> bool:
     if fn is None:
         return False
@@ -125,22 +137,26 @@ class Executor:
     def prepare(self, workflow: Any, overrides: Mapping[str, Any] | None = None, targets: list[str] | None = None) -> tuple[Workflow, list[str]]:
         """The workflow with overrides applied and the nodes to run, in order; raises
         WorkflowError (naming the node) for anything that would fail before a request."""
+        prepared = self._prepare(workflow, overrides, targets)
+        return prepared.workflow, prepared.order
+
+    def _prepare(self, workflow: Any, overrides: Mapping[str, Any] | None = None, targets: list[str] | None = None) -> "Prepared":
         wf = load_workflow(workflow)
         wf.apply_overrides(overrides)
-        needed = wf.needed(targets)
-        wf.validate(needed)
-        order = wf.order(needed)
+        order = wf.validate(wf.needed(targets))
+        endpoints: dict[str, dict[str, str]] = {}
+        files: dict[str, Path] = {}
         for nid in order:
             node = wf.nodes[nid]
             if node["class_type"] == "LoadImage" and as_link(node["inputs"].get("image")) is None:
-                self.input_path(wf, nid, node["inputs"].get("image"))
+                files[nid] = self.input_path(wf, nid, node["inputs"].get("image"))
             elif is_ours(node["class_type"]):
                 literal = {k: v for k, v in node["inputs"].items() if as_link(v) is None}
                 try:
-                    self.endpoint(literal)
+                    endpoints[nid] = self.endpoint(literal)
                 except GPTImageError as exc:
                     raise WorkflowError(f"{wf.label(nid)}: {exc}", nid) from None
-        return wf, order
+        return Prepared(wf, order, endpoints, files)
 
     def input_path(self, wf: Workflow, nid: str, name: Any) -> Path:
         """The file a LoadImage node reads, which must be inside ``input_dir``."""
@@ -160,10 +176,16 @@ class Executor:
         """Run ``workflow`` (a Workflow, dict, JSON text or path). ``cancel_check`` stops at
         once, requests in flight included; ``stop_check`` only stops new nodes from starting,
         so answers already being paid for are received and cached."""
-        wf, order = self.prepare(workflow, overrides, targets)
+        prepared = self._prepare(workflow, overrides, targets)
+        return await self._execute(prepared, on_event, cancel_check, stop_check, output_dir)
+
+    async def _execute(self, prepared: "Prepared", on_event: Callable[[NodeEvent], Any] | None = None,
+                       cancel_check: Callable[[], bool] | None = None, stop_check: Callable[[], bool] | None = None,
+                       output_dir: Path | str | None = None) -> RunReport:
+        """Run a workflow :meth:`_prepare` checked (each run prepares once; see run_batch)."""
         out = Path(output_dir) if output_dir is not None else self.output_dir
-        run = _Run(self, wf, on_event, cancel_check, stop_check, out)
-        await run.execute(order)
+        run = _Run(self, prepared.workflow, on_event, cancel_check, stop_check, out)
+        await run.execute(prepared.order)
         return run.report
 
     def run_sync(self, *args: Any, **kwargs: Any) -> RunReport:
@@ -322,7 +344,7 @@ class _Run:
                 if event.kind == "request":
                     sent += 1
                     self.report.requests += 1
-                self.emit(nid, "progress", event.text, started, progress_kind=event.kind)
+                self.emit(nid, "progress", event.display_text, started, progress_kind=event.kind)
 
             ctx = RunContext(client_for=self.ex.client_for, on_progress=progress, cancel_check=self.cancel_check,
                              batch_concurrency=self.ex.batch_concurrency)

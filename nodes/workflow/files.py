@@ -7,7 +7,6 @@ so a reader (or a crash) never sees half a file. Saved images are numbered like 
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -17,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, PngImagePlugin
+from PIL import Image
 
-from ..codecs import MAX_INPUT_BYTES, load_input_image, prepare_input_image
+from ..codecs import MAX_INPUT_BYTES, load_input_image, png_bytes, png_chunk, prepare_input_image
 
 __all__ = ["atomic_write", "resolve_inside", "load_image_file", "save_numbered", "png_with_metadata"]
 
@@ -85,16 +84,31 @@ def load_image_file(path: Path) -> tuple[list[Image.Image], list[Image.Image]]:
     return [img.convert("RGB")], [mask]
 
 
+def _text_chunk(key: str, value: str) -> bytes:
+    """A tEXt chunk, or an iTXt one (UTF-8) for text Latin-1 can't hold: as Pillow's add_text."""
+    name = key.encode("latin-1")
+    if not 1 <= len(name) <= 79 or b"\0" in name:
+        raise ValueError(f"PNG text keys are 1 to 79 Latin-1 characters, not {key!r}")
+    try:
+        return png_chunk(b"tEXt", name + b"\0" + value.encode("latin-1"))
+    except UnicodeEncodeError:
+        return png_chunk(b"iTXt", name + b"\0\0\0" + b"\0" + b"\0" + value.encode("utf-8"))
+
+
 def png_with_metadata(img: Image.Image, text: dict[str, Any] | None = None) -> bytes:
-    """PNG bytes with tEXt chunks (ComfyUI reads "prompt" and "workflow" to reopen a graph)."""
-    info = PngImagePlugin.PngInfo()
-    for key, value in (text or {}).items():
-        info.add_text(key, value if isinstance(value, str) else json.dumps(value))
-    buf = io.BytesIO()
-    if img.mode not in ("RGB", "RGBA", "L"):
-        img = img.convert("RGBA" if "A" in img.getbands() else "RGB")
-    img.save(buf, "PNG", pnginfo=info, compress_level=4)
-    return buf.getvalue()
+    """PNG bytes with tEXt chunks (ComfyUI reads "prompt" and "workflow" to reopen a graph).
+
+    The fast encoder's PNG with the text chunks spliced in right after IHDR, where readers
+    find them before the image data."""
+    data = png_bytes(img)
+    if not text:
+        return data
+    length = int.from_bytes(data[8:12], "big")
+    if data[12:16] != b"IHDR":  # the signature is 8 bytes; IHDR must come first
+        raise ValueError("the PNG encoder did not start with IHDR")
+    end = 8 + 12 + length  # length, tag, payload, CRC
+    extra = [_text_chunk(str(key), value if isinstance(value, str) else json.dumps(value)) for key, value in text.items()]
+    return b"".join([data[:end], *extra, data[end:]])
 
 
 def _publish(tmp: Path, final: Path) -> bool:

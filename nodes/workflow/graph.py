@@ -205,15 +205,15 @@ class Workflow:
 
     # -- checking ------------------------------------------------------------------------
 
-    def validate(self, nodes: Iterable[str] | None = None) -> None:
-        """Raise WorkflowError listing every problem of the given nodes (default: all)."""
+    def validate(self, nodes: Iterable[str] | None = None) -> list[str]:
+        """Raise WorkflowError listing every problem of the given nodes (default: all); else
+        return them in :meth:`order` (the sort that finds cycles, so callers need not sort again)."""
         check = sorted(self.nodes if nodes is None else nodes, key=node_sort_key)
         problems: list[tuple[str, str]] = []
         for nid in check:
             problems += [(nid, f"{self.label(nid)}: {p}") for p in self._node_problems(nid)]
         if not problems:
-            self.order(check)  # raises on a cycle
-            return
+            return self.order(check)  # raises on a cycle
         text = problems[0][1] if len(problems) == 1 else "\n".join(["The workflow has problems:"] + [f"- {p}" for _, p in problems])
         raise WorkflowError(text, problems[0][0], [p for _, p in problems])
 
