@@ -34,7 +34,7 @@ def chain(url: str, size: str) -> dict:
 def bench_cache(quick: bool = False) -> Result:
     _env()
     from gpt_image_nodes.nodes.node_types import ClientPool
-    from gpt_image_nodes.nodes.workflow import Executor, ResultCache, load_workflow
+    from gpt_image_nodes.nodes.workflow import Executor, ResultCache
 
     size = "1024x1024"
     rounds = 2 if quick else 5
@@ -43,7 +43,7 @@ def bench_cache(quick: bool = False) -> Result:
 
         async def run(ex: Executor):  # noqa: ANN202 - RunReport
             start = time.perf_counter()
-            report = await ex.run(load_workflow(wf))
+            report = await ex.run(wf)  # run() loads it itself
             return report, time.perf_counter() - start
 
         async def main() -> tuple:

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 import scene
-from bench_codecs import MODEL, PROMPT, baseline_encode
+from bench_codecs import MODEL, PROMPT, baseline_encode, ours_encode
 from server_proc import BENCH_KEY, shared_server, shared_stub
 from timing import Result, close_loop, compare, median
 
@@ -90,12 +90,7 @@ def bench_end_to_end(quick: bool = False) -> Result:
             o, bl, ratio = compare(lambda: loop.run_until_complete(ours(tensor)), lambda: base(tensor),
                                    repeats=3 if quick else 11)
             # The server's share: a bare POST of a ready body, answer read, nothing decoded.
-            from gpt_image_nodes.nodes.protocol import ImageRequest, Mode
-            from gpt_image_nodes.nodes import operations
-            from gpt_image_nodes.nodes.comfy import tensors
-            urls = operations.encode_inputs(tensors.image_to_pils(tensor))
-            req = ImageRequest.build(Mode.EDIT_IMAGE, PROMPT, urls, size=size, quality="high", n=1)
-            body = req.body(MODEL)
+            body = ours_encode(tensor, size=size, stream=False)
             with httpx.Client() as hc:
                 floors = []
                 for _ in range(3 if quick else 7):
@@ -111,11 +106,12 @@ def bench_end_to_end(quick: bool = False) -> Result:
                   extra={"server_floor": median(floors)})
 
 
-def _batch(batch: int, side: int):  # noqa: ANN202 - torch.Tensor
+def image_batch(batch: int, width: int, height: int | None = None):  # noqa: ANN201 - torch.Tensor
+    """An IMAGE batch [batch, height, width, 3] of different images (shifted copies of the
+    scene), so different requests."""
     import torch
 
-    base = scene.scene_uint8(side, side)
-    # Different images (shifted copies), so different requests.
+    base = scene.scene_uint8(width if height is None else height, width)
     frames = np.stack([np.roll(base, 37 * i, axis=1) for i in range(batch)])
     return torch.from_numpy(frames).to(torch.float32).div_(255.0)
 
@@ -148,7 +144,7 @@ def bench_concurrency(quick: bool = False) -> Result:
     batch = 8
     latency = 0.3 if quick else 1.0
     side = 512 if quick else 1024
-    tensor = _batch(batch, side)
+    tensor = image_batch(batch, side)
     rounds = 1 if quick else 3
     with shared_stub(f"{side}x{side}", latency=0.0, events=2, interval=0.05) as stub:
         sent = -stub.configure()["requests"]

@@ -46,16 +46,12 @@ def worker(url: str, batch: int, width: int, height: int, first: int = 0) -> dic
     measured first in the same process (quick mode: cheaper, less exact)."""
     import gc
 
-    import numpy as np
     import torch
 
     import scene
-    from bench_http import node_runner
+    from bench_http import image_batch, node_runner
 
-    base = scene.scene_uint8(height, width)
-    frames = np.stack([np.roll(base, 37 * i, axis=1) for i in range(batch)])
-    tensor = torch.from_numpy(frames).to(torch.float32).div_(255.0)
-    del frames, base
+    tensor = image_batch(batch, width, height)
     scene.scene_uint8.cache_clear()
     run = node_runner(url, f"{width}x{height}" if (width, height) == (1536, 1024) else "auto")
     loop = asyncio.new_event_loop()

@@ -69,7 +69,7 @@ def table(results: dict[str, Result | str]) -> str:
             continue
         notes = r.note
         if name == "encode":
-            notes += f"; bytes {r.extra['ours_bytes'] / 1e6:.2f} MB vs {r.extra['baseline_bytes'] / 1e6:.2f} MB (ratio {r.extra['bytes_ratio']:.2f}, goal <= 1.25); lossless"
+            notes += f"; bytes {r.extra['ours_bytes'] / 1e6:.2f} MB vs {r.extra['baseline_bytes'] / 1e6:.2f} MB (ratio {r.extra['bytes_ratio']:.2f}, goal <= 1.25); {'lossless' if r.extra['lossless'] else 'NOT LOSSLESS'}"
         elif name == "decode" and "ratio_vs_comfy_openai_node_recipe" in r.extra:
             notes += f"; vs ComfyUI's OpenAI node recipe (RGBA + stack) {r.extra['ratio_vs_comfy_openai_node_recipe']:.2f}"
         elif name == "end_to_end":

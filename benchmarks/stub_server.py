@@ -17,24 +17,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import io
 import json
 import sys
 import threading
 import time
 
+from bench_codecs import MODEL, answer_body, answer_png
+
 CONFIG = {"latency": 0.0, "events": 3, "interval": 0.05}
 STATS = {"requests": 0}
-
-
-def make_answer_png(width: int, height: int) -> bytes:
-    from PIL import Image
-
-    import scene
-
-    buf = io.BytesIO()
-    Image.fromarray(scene.scene_uint8(height, width, 11)).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def _sse(doc: dict | str) -> bytes:
@@ -46,7 +37,8 @@ def _chunk(data: bytes) -> bytes:
     return b"%x\r\n" % len(data) + data + b"\r\n"
 
 
-async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, b64: str) -> None:
+async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, b64: str, answer: bytes) -> None:
+    """Serve one connection; ``answer`` is the ready-made JSON answer holding ``b64``."""
     try:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -67,13 +59,8 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, b64
             stream = b'"stream":true' in body or b'"stream": true' in body
             if not stream:
                 await asyncio.sleep(max(0.0, received + CONFIG["latency"] - time.monotonic()))
-                doc = {"id": "chatcmpl_img_edit_stub", "object": "chat.completion", "created": int(time.time()),
-                       "model": "gpt-5.4-image-2", "choices": [{"index": 0, "message": {"role": "assistant", "content": [
-                           {"type": "image_base64", "image_base64": b64}]}, "finish_reason": "stop"}],
-                       "usage": {"prompt_tokens": 98, "completion_tokens": 1560, "total_tokens": 1658}}
-                out = json.dumps(doc).encode()
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                             b"Content-Length: %d\r\n\r\n" % len(out) + out)
+                             b"Content-Length: %d\r\n\r\n" % len(answer) + answer)
                 await writer.drain()
                 continue
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
@@ -86,7 +73,7 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, b64
                 writer.write(_chunk(_sse({"choices": [{"delta": {"content": text}}]})))
                 await writer.drain()
             await asyncio.sleep(max(0.0, received + CONFIG["latency"] - time.monotonic()))
-            writer.write(_chunk(_sse({"id": "chatcmpl_img_edit_stub", "model": "gpt-5.4-image-2",
+            writer.write(_chunk(_sse({"id": "chatcmpl_img_edit_stub", "model": MODEL,
                                       "choices": [{"delta": {"image_base64": b64}}]})))
             writer.write(_chunk(_sse("[DONE]")) + b"0\r\n\r\n")
             await writer.drain()
@@ -98,8 +85,10 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, b64
 
 async def main(args: argparse.Namespace) -> None:
     width, height = (int(v) for v in args.size.lower().split("x"))
-    b64 = base64.b64encode(make_answer_png(width, height)).decode("ascii")
-    server = await asyncio.start_server(lambda r, w: handle(r, w, b64), "127.0.0.1", 0, limit=2**16)
+    png, _ = answer_png(width, height)
+    b64 = base64.b64encode(png).decode("ascii")
+    answer = answer_body(b64)
+    server = await asyncio.start_server(lambda r, w: handle(r, w, b64, answer), "127.0.0.1", 0, limit=2**16)
     port = server.sockets[0].getsockname()[1]
     print(f"stub on http://127.0.0.1:{port}", flush=True)
     done = asyncio.get_running_loop().create_future()

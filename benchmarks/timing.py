@@ -16,7 +16,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 
 @dataclass
@@ -95,26 +95,6 @@ def compare(ours: Callable[[], Any], baseline: Callable[[], Any], repeats: int =
             a.append(_timed(ours))
     ratios = [x / y for x, y in zip(a, b) if y > 0]
     return median(a), median(b), median(ratios)
-
-
-def compare_async(ours: Callable[[], Awaitable[Any]], baseline: Callable[[], Any],
-                  repeats: int = 9, warmup: int = 1, loop: asyncio.AbstractEventLoop | None = None
-                  ) -> tuple[float, float, float]:
-    """``compare`` where ours is a coroutine function run on ``loop`` (one loop for all runs,
-    as in ComfyUI, so connection reuse counts) and the baseline is a plain function."""
-    own = loop is None
-    loop = loop or asyncio.new_event_loop()
-    try:
-        return compare(lambda: loop.run_until_complete(ours()), baseline, repeats, warmup)
-    finally:
-        if own:
-            loop.close()
-
-
-def repeat_median(fn: Callable[[], float], repeats: int) -> tuple[float, list[float]]:
-    """Median of ``fn()`` values (fn measures itself and returns a figure)."""
-    values = [fn() for _ in range(repeats)]
-    return median(values), values
 
 
 def machine() -> dict[str, Any]:

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-import struct
 import time
-import zlib
 
 import numpy as np
 import pytest
@@ -18,6 +16,7 @@ from PIL import Image
 
 from gpt_image_nodes.nodes import codecs, errors
 from gpt_image_nodes.nodes.node_types import NODE_TYPES, ClientPool, RunContext
+from testkit import png_header_only
 
 
 def encode(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -32,12 +31,6 @@ def photo(size=(120, 80), mode="RGB") -> Image.Image:
     arr = np.stack([x * 255 // max(w - 1, 1), y * 255 // max(h - 1, 1), (x + y) % 256], -1).astype(np.uint8)
     img = Image.fromarray(arr, "RGB")
     return img if mode == "RGB" else img.convert(mode)
-
-
-def png_header_only(w: int, h: int) -> bytes:
-    chunk = lambda t, p: struct.pack(">I", len(p)) + t + p + struct.pack(">I", zlib.crc32(t + p))
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 def gif_animated() -> bytes:

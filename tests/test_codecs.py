@@ -11,6 +11,7 @@ from PIL import Image
 
 from gpt_image_nodes.nodes import codecs
 from gpt_image_nodes.nodes.errors import InvalidInputError, MalformedAnswerError
+from testkit import png_header_only
 
 
 def file_bytes(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -125,12 +126,8 @@ def test_truncated_png_is_refused():
 
 def test_decompression_bomb_refused_before_decoding():
     # A 30000x30000 PNG header: refused from the header alone.
-    import struct, zlib
-    ihdr = struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0)
-    chunk = lambda t, p: struct.pack(">I", len(p)) + t + p + struct.pack(">I", zlib.crc32(t + p))
-    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + chunk(b"IEND", b"")
     with pytest.raises(InvalidInputError, match="megapixels"):
-        codecs.load_input_image(data)
+        codecs.load_input_image(png_header_only(30000, 30000))
 
 
 def test_byte_cap():

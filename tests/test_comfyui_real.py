@@ -12,7 +12,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -24,6 +23,7 @@ import pytest
 from PIL import Image
 
 from gpt_image_nodes.nodes.offline import OfflineServer
+from testkit import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR", "")
@@ -57,12 +57,6 @@ async def main(url, path):
                 out.flush()
 asyncio.run(main(sys.argv[1], sys.argv[2]))
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Comfy:
@@ -123,7 +117,7 @@ def comfy(tmp_path_factory, offline):
         (base / name).mkdir()
     shutil.copytree(ROOT, base / "custom_nodes" / FOLDER, ignore=shutil.ignore_patterns(
         ".git", "__pycache__", "*.egg-info", "tests", "benchmarks", ".ci", "*.pyc"))
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GPT_IMAGE_")}
     env.update(GPT_IMAGE_API_KEY=CANARY, GPT_IMAGE_BASE_URL=offline.url, GPT_IMAGE_CONFIG=str(base / "absent.json"), PYTHONUNBUFFERED="1")
     log = base / "comfyui.log"

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import email.utils
-import socket
 import time
 
 import pytest
 
 from gpt_image_nodes.nodes import RetryPolicy, Timeouts, errors
+from testkit import dead_port
 
 
 E = errors
@@ -125,11 +125,7 @@ def test_read_timeout_every_attempt(srv, make_client):
 
 
 def test_connection_refused_is_retried_then_typed(make_client):
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()  # nothing listens there now
-    client = make_client(sync=True, base_url=f"http://127.0.0.1:{port}",
+    client = make_client(sync=True, base_url=f"http://127.0.0.1:{dead_port()}",
                          retry=RetryPolicy(max_retries=2, initial_backoff=0.01, max_backoff=0.02))
     start = time.monotonic()
     with pytest.raises(errors.ConnectionError, match="Could not reach 127.0.0.1") as info:
@@ -189,3 +185,4 @@ def test_cancel_check_that_raises_counts_as_cancel(srv, make_client):
     with pytest.raises(errors.CancelledError):
         make_client(sync=True).text_to_image("x", cancel_check=comfy_style_check)
     assert time.monotonic() - start < 1
+

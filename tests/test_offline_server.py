@@ -7,12 +7,10 @@ import io
 import json
 import re
 import signal
-import struct
 import subprocess
 import sys
 import threading
 import time
-import zlib
 
 import httpx
 import numpy as np
@@ -23,6 +21,7 @@ from gpt_image_nodes.nodes.offline import (
     ANSWER_SHAPES, FAULT_KINDS, STREAM_SHAPES, OfflineServer, run_server_cli)
 from gpt_image_nodes.nodes.offline import painter
 from gpt_image_nodes.nodes.protocol import CHAT_COMPLETIONS_PATH, DEFAULT_MODEL, MAX_N
+from testkit import png_header_only
 
 KEY = "sk-offline-test-key"
 CHAT = CHAT_COMPLETIONS_PATH
@@ -245,18 +244,6 @@ def test_auth(srv, client):
         assert httpx.post(open_srv.url + CHAT, json=body("x")).status_code == 401
 
 
-def _png_claiming(w: int, h: int) -> bytes:
-    """A PNG whose header claims w x h (a decompression bomb's signature) with tiny data."""
-    buf = io.BytesIO()
-    solid((0, 0, 0), (8, 8)).save(buf, "PNG")
-    raw = bytearray(buf.getvalue())
-    ihdr = raw[12:29]
-    ihdr[4:12] = struct.pack(">II", w, h)
-    raw[12:29] = ihdr
-    raw[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)))
-    return bytes(raw)
-
-
 @pytest.mark.parametrize("fields,code", [
     ({"size": "512x512"}, "invalid_size"), ({"quality": "ultra"}, "invalid_quality"),
     ({"n": 0}, "invalid_n"), ({"n": MAX_N + 1}, "invalid_n"), ({"n": "2"}, "invalid_n"),
@@ -274,7 +261,7 @@ def test_invalid_fields(client, fields, code):
     "data:image/png;base64," + base64.b64encode(b"not an image").decode(),
     data_url(solid((1, 2, 3)), "BMP", "image/png"), "https://example.com/cat.png",
     data_url(solid((1, 2, 3)), "PNG", "image/tiff"),
-    "data:image/png;base64," + base64.b64encode(_png_claiming(8000, 6000)).decode(),
+    "data:image/png;base64," + base64.b64encode(png_header_only(8000, 6000)).decode(),
 ])
 def test_invalid_image(client, url):
     r = client.post(CHAT, json=body("make it blue", [url]))

@@ -13,7 +13,6 @@ import email.utils
 import json
 import math
 import re
-import socket
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from gpt_image_nodes.nodes.comfy import runtime
 from gpt_image_nodes.nodes.node_types import ClientPool
 from gpt_image_nodes.nodes.workflow import Executor, ResultCache, Workflow
 from gpt_image_nodes.nodes.workflow import executor as executor_module
+from testkit import dead_port
 
 E = errors
 RETRY = RetryPolicy(max_retries=2, initial_backoff=0.01, max_backoff=0.05, max_retry_after=3.0)
@@ -86,11 +86,7 @@ def timeouts_for(case) -> Timeouts:
 
 
 def dead_url() -> str:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()  # nothing listens there now
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{dead_port()}"
 
 
 def inject(srv, case) -> None:

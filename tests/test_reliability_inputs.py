@@ -10,9 +10,7 @@ import asyncio
 import base64
 import json
 import re
-import struct
 import time
-import zlib
 from pathlib import Path
 
 import pytest
@@ -25,13 +23,7 @@ from gpt_image_nodes.nodes.cli import main
 from gpt_image_nodes.nodes.comfy import nodes as comfy_nodes
 from gpt_image_nodes.nodes.node_types import ClientPool
 from gpt_image_nodes.nodes.workflow import Executor, ResultCache, Workflow, WorkflowError
-
-
-def png_header_only(w: int, h: int) -> bytes:
-    """A tiny file that declares w x h pixels: a decompression bomb if anyone decodes it."""
-    chunk = lambda t, p: struct.pack(">I", len(p)) + t + p + struct.pack(">I", zlib.crc32(t + p))
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+from testkit import png_header_only
 
 
 def tree(folder: Path) -> list[str]:

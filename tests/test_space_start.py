@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from testkit import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SKIP_PARTS = {".git", "test-artifacts", "__pycache__", ".pytest_cache", ".hypothesis", ".gradio", "build", "dist", "venv", ".venv"}
@@ -43,12 +44,6 @@ def gradio_pin() -> str:
         assert meta.get("sdk") == "gradio", "README front matter must say sdk: gradio"
         assert meta.get("sdk_version") == tested, f"README sdk_version {meta.get('sdk_version')} != tested gradio {tested}"
     return tested
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def copy_repo(dest: Path) -> None:

@@ -341,7 +341,7 @@ def test_ui_format_frontend_only_nodes_and_widget_variants():
             {"id": 1, "type": "GPTImage2TextToImage", "mode": 0, "inputs": [],
              "outputs": [{"name": "images", "type": "IMAGE", "links": [1]}],
              "widgets_values": ["ignored: linked below", "1024x1024", "low", 1, 5, "randomize", "auto", "", "", True],
-             "title": "Source"},
+             "title": "Source", "pos": [120, 340], "size": [400, 250]},
             {"id": 2, "type": "PrimitiveNode", "outputs": [{"name": "STRING", "type": "STRING", "links": [2]}], "widgets_values": ["a red circle on blue"]},
             {"id": 3, "type": "Reroute", "inputs": [{"name": "", "type": "*", "link": 1}], "outputs": [{"name": "", "type": "IMAGE", "links": [3]}]},
             {"id": 4, "type": "GPTImage2EditImage", "mode": 4, "inputs": [{"name": "image", "type": "IMAGE", "link": 3}],
@@ -364,7 +364,12 @@ def test_ui_format_frontend_only_nodes_and_widget_variants():
     no_control = ui_to_api({"nodes": [{"id": 1, "type": "GPTImage2Describe", "widgets_values": ["Why?", 4, "offline", "", "", False]}], "links": []})
     assert no_control["1"]["inputs"] == {"question": "Why?", "seed": 4, "backend": "offline", "base_url": "", "model": "", "stream": False}
     loaded = load_workflow(json.dumps(ui))
-    assert loaded.to_ui()["nodes"][0]["pos"] == [0, 0] or loaded.layout["1"]
+    # The layout survives the round trip: node 1's own pos and size; node 5 (none given) at 0,0.
+    assert loaded.layout["1"] == {"pos": [120, 340], "size": [400, 250]}
+    assert loaded.layout["5"] == {"pos": [0, 0], "size": [0, 0]}
+    ui_nodes = {n["id"]: n for n in loaded.to_ui()["nodes"]}
+    assert ui_nodes[1]["pos"] == [120, 340] and ui_nodes[1]["size"] == [400, 250]
+    assert ui_nodes[5]["pos"] == [0, 0]
     with pytest.raises(WorkflowError, match="subgraphs"):
         load_workflow({"nodes": [], "links": [], "definitions": {"subgraphs": [{"id": "x"}]}})
 

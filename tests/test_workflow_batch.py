@@ -17,15 +17,6 @@ TEXT_TO_IMAGE = Path(gpt_image_nodes.__file__).resolve().parent / "workflows" / 
 COLOURS = ["red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink", "brown", "gold"]
 
 
-@pytest.fixture
-def env(srv, canary_key, tmp_path, monkeypatch):
-    monkeypatch.setenv("GPT_IMAGE_API_KEY", canary_key)
-    monkeypatch.setenv("GPT_IMAGE_BASE_URL", srv.url)
-    monkeypatch.setenv("GPT_IMAGE_CONFIG", str(tmp_path / "no-config.json"))
-    monkeypatch.delenv("GPT_IMAGE_BACKEND", raising=False)
-    return srv
-
-
 def executor(tmp_path: Path, cache: bool = True) -> Executor:
     return Executor(ClientPool(retry=RetryPolicy(max_retries=1, initial_backoff=0.02)),
                     cache=ResultCache(tmp_path / "cache") if cache else None, concurrency=4)
@@ -47,7 +38,7 @@ def run(ex: Executor, items, out: Path, **kw):
     return asyncio.run(go())
 
 
-def test_an_interrupted_batch_of_20_resumes_with_20_requests_in_all(env, tmp_path):
+def test_an_interrupted_batch_of_20_resumes_with_20_requests_in_all(srv_env, tmp_path):
     items = load_batch_items(twenty_items(tmp_path))
     assert [i.key for i in items][:2] == ["0001", "0002"] and items[3].overrides == {"1.prompt": "a green circle on white", "1.seed": "3"}
     out = tmp_path / "out"
@@ -56,21 +47,21 @@ def test_an_interrupted_batch_of_20_resumes_with_20_requests_in_all(env, tmp_pat
                 on_item=lambda key, status, report: finished.append(key))
     # Stopping lets requests already sent finish (they are paid for), and starts nothing new.
     assert first.cancelled and 10 <= len(first.done) < 20 and not first.failed
-    assert env.stats["requests"] == first.requests == len(first.done)
+    assert srv_env.stats["requests"] == first.requests == len(first.done)
     assert all((out / key / DONE_MARKER).is_file() for key in first.done)
 
     # A new process: a fresh executor and a cache that knows nothing (done-markers alone resume).
     second = run(executor(tmp_path / "other", cache=False), items, out)
     assert second.ok and sorted(second.already_done) == sorted(first.done)
-    assert env.stats["requests"] == 20
+    assert srv_env.stats["requests"] == 20
     assert sorted(p.parent.name for p in out.glob(f"*/{DONE_MARKER}")) == [i.key for i in items]
     assert all(len(list((out / i.key).glob("text_to_image_*.png"))) == 1 for i in items)
 
     third = run(executor(tmp_path), items, out)
-    assert third.ok and len(third.already_done) == 20 and third.requests == 0 and env.stats["requests"] == 20
+    assert third.ok and len(third.already_done) == 20 and third.requests == 0 and srv_env.stats["requests"] == 20
 
 
-def test_a_changed_item_is_run_again_and_the_cache_covers_the_rest(env, tmp_path):
+def test_a_changed_item_is_run_again_and_the_cache_covers_the_rest(srv_env, tmp_path):
     path = tmp_path / "items.jsonl"
     rows = [{"id": "fox", "1.prompt": "a red fox on green"}, {"id": "sky/2", "1.prompt": "a blue sky", "1.n": 1}]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
@@ -80,15 +71,15 @@ def test_a_changed_item_is_run_again_and_the_cache_covers_the_rest(env, tmp_path
     assert run(executor(tmp_path), items, out).requests == 2
     items[0].overrides["1.quality"] = "medium"
     report = run(executor(tmp_path), items, out)
-    assert report.done == ["fox"] and report.already_done == ["sky_2"] and env.stats["requests"] == 3
+    assert report.done == ["fox"] and report.already_done == ["sky_2"] and srv_env.stats["requests"] == 3
 
 
-def test_batch_items_are_all_validated_before_any_request(env, tmp_path):
+def test_batch_items_are_all_validated_before_any_request(srv_env, tmp_path):
     path = tmp_path / "items.csv"
     path.write_text("id,1.prompt,1.n\na,a red circle,1\nb,a blue square,two\n")
     with pytest.raises(WorkflowError, match=r"item b: node 1 \(GPTImage2TextToImage\): input 'n' must be a whole number"):
         run(executor(tmp_path), load_batch_items(path), tmp_path / "out")
-    assert env.stats["requests"] == 0
+    assert srv_env.stats["requests"] == 0
     path.write_text("id,1.prompt\na,x\na,y\n")
     with pytest.raises(WorkflowError, match="used twice"):
         load_batch_items(path)
@@ -97,15 +88,15 @@ def test_batch_items_are_all_validated_before_any_request(env, tmp_path):
         load_batch_items(tmp_path / "bad.jsonl")
 
 
-def test_a_failed_item_is_reported_and_retried_next_time(env, tmp_path):
+def test_a_failed_item_is_reported_and_retried_next_time(srv_env, tmp_path):
     items = load_batch_items(twenty_items(tmp_path))[:3]
     ex = Executor(ClientPool(retry=RetryPolicy(max_retries=0)), cache=ResultCache(tmp_path / "cache"), concurrency=1)
-    env.inject("slow", 1, delay=0.0)
-    env.inject("status", 1, status=400, message="Invalid image format.")
+    srv_env.inject("slow", 1, delay=0.0)
+    srv_env.inject("status", 1, status=400, message="Invalid image format.")
     report = run(ex, items, tmp_path / "out")
     assert list(report.failed) == ["0002"] and report.failed["0002"].startswith("node 1 (GPTImage2TextToImage): ")
     assert "Invalid image format." in report.failed["0002"]
     assert sorted(report.done) == ["0001", "0003"] and not (tmp_path / "out" / "0002" / DONE_MARKER).exists()
-    env.reset()
+    srv_env.reset()
     again = run(executor(tmp_path), items, tmp_path / "out")
-    assert again.ok and again.done == ["0002"] and env.stats["requests"] == 1
+    assert again.ok and again.done == ["0002"] and srv_env.stats["requests"] == 1
