@@ -35,9 +35,11 @@ def test_quick_json_run_reports_every_benchmark():
         for key in ("ours", "baseline", "ratio", "goal"):
             assert key in figures, (name, key)
         assert isinstance(figures["ours"], (int, float)) and figures["ours"] > 0, (name, figures)
-    assert doc["encode"]["lossless"] is True and 0 < doc["encode"]["bytes_ratio"]
+    assert doc["encode"]["lossless"] is True and 0 < doc["encode"]["bytes_ratio"]  # measured, not a constant
     assert doc["cache"]["requests_rerun"] == 0
-    assert doc["memory"]["per_request_mb"] is not None
+    # One more request in flight costs memory (its upload, its answer), but not tens of images'
+    # worth: quick mode is 512x512, where one raw RGB image is 0.75 MiB (measured: about 2 MiB).
+    assert 0 < doc["memory"]["per_request_mb"] < 64, doc["memory"]
     # The readable table comes first, one row per benchmark.
     table = "\n".join(lines[:-1])
     assert all(f"| {name}" in table for name in EXPECTED)

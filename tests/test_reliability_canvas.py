@@ -12,10 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import struct
 import threading
 import time
-import zlib
 
 import httpx
 import numpy as np
@@ -31,16 +29,11 @@ from gpt_image_nodes.nodes.offline import OfflineServer  # noqa: E402
 from gpt_image_nodes.ui.connection import check_base_url  # noqa: E402
 from gpt_image_nodes.ui.session import SessionStore  # noqa: E402
 from gpt_image_nodes.ui.steps import attach_upload  # noqa: E402
+from testkit import png_header_only  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore:.*(silent_downcasting|copy keyword).*")
 
 CANARY = "sk-canary-typed-" + hashlib.sha256(str(time.time()).encode()).hexdigest()[:24]
-
-
-def png_header_only(w: int, h: int) -> bytes:
-    chunk = lambda t, p: struct.pack(">I", len(p)) + t + p + struct.pack(">I", zlib.crc32(t + p))
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 @pytest.fixture(scope="module")

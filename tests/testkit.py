@@ -27,3 +27,12 @@ def dead_port() -> int:
     """A loopback port that was just bound and closed: nothing listens there, so connecting
     is refused."""
     return free_port()
+
+
+def three_step_chain(draw: str = "a kite over a beach", edit: str = "make it stormy") -> list[dict]:
+    """A fresh canvas chain: TextToImage -> EditImage -> Describe, each fed by the one before."""
+    from gpt_image_nodes.ui import chain as C
+
+    chain = C.add_step(C.add_step(C.add_step([], "TextToImage"), "EditImage"), "Describe")
+    chain[0]["prompt"], chain[1]["prompt"] = draw, edit
+    return chain

@@ -15,11 +15,13 @@ from typing import Any, Mapping
 
 from ..nodes.node_types import MAX_MERGE_INPUTS, NODE_TYPES
 from ..nodes.protocol import DEFAULT_DESCRIBE_QUESTION
+from ..nodes.workflow.files import resolve_inside
+from ..nodes.workflow.graph import Workflow, WorkflowError, as_link
 
 __all__ = [
     "STEP_TYPES", "CLASS_OF", "TYPE_OF", "MAX_STEPS", "ChainError", "new_step", "add_step",
     "remove_step", "duplicate_step", "move_step", "output_count", "input_choices", "ref_value",
-    "value_ref", "max_inputs", "pick_supported", "chain_to_api", "api_to_chain", "dependencies", "step_node_id",
+    "value_ref", "max_inputs", "chain_to_api", "api_to_chain", "dependencies", "step_node_id",
 ]
 
 #: Short names shown on blocks -> node class names in workflows.
@@ -34,7 +36,8 @@ STEP_TYPES = tuple(CLASS_OF)
 #: The page has this many block slots (see app.py for why slots, not gr.render).
 MAX_STEPS = 8
 _OUTPUT_NODES = {"PreviewImage", "SaveImage"}
-_CONNECTION = ("backend", "base_url", "model", "stream")
+#: Per node class, the inputs that say how a request is sent (backend, base_url, model, stream).
+_CONNECTION = {cls: tuple(s.name for s in NODE_TYPES[cls].inputs if s.advanced) for cls in CLASS_OF.values()}
 
 
 class ChainError(ValueError):
@@ -85,7 +88,7 @@ def add_step(chain: list[dict], kind: str) -> list[dict]:
     step = new_step(kind)
     src = _last_image_step(chain, len(chain))
     if src is not None and max_inputs(kind):
-        pick = 0 if output_count(chain, src) > 1 and pick_supported() else None
+        pick = 0 if output_count(chain, src) > 1 else None
         step["inputs"] = [{"step": src, "pick": pick}]
     return [*copy.deepcopy(chain), step]
 
@@ -119,9 +122,7 @@ def duplicate_step(chain: list[dict], k: int) -> list[dict]:
     twin = {**copy.deepcopy(chain[k]), "result": None}
     grown = chain[: k + 1] + [twin] + chain[k + 1:]
     mapping = {i: (i if i <= k else i + 1) for i in range(len(chain))}
-    out = _remap(grown, mapping)
-    out[k + 1]["inputs"] = copy.deepcopy(chain[k]["inputs"])  # the twin reads what the original reads
-    return out
+    return _remap(grown, mapping)  # the twin, at k+1, reads what the original reads
 
 
 def move_step(chain: list[dict], k: int, delta: int) -> list[dict]:
@@ -182,27 +183,19 @@ def input_choices(chain: list[dict], k: int) -> list[tuple[str, str]]:
 
 # -- chain -> ComfyUI API workflow -------------------------------------------------------------
 
-def pick_supported() -> bool:
-    """Whether the executor knows ComfyUI's ImageFromBatch (needed to pass on one image of n)."""
-    try:
-        from ..nodes.workflow.catalog import node_info
-    except ImportError:
-        return False
-    return node_info("ImageFromBatch") is not None
-
-
 def step_node_id(k: int) -> str:
     return str(k + 1)
 
 
-def chain_to_api(chain: list[dict], connection: Mapping[str, str] | None = None, *, picks: bool = True) -> dict[str, dict]:
+def chain_to_api(chain: list[dict], connection: Mapping[str, str] | None = None, *, only: set[int] | None = None) -> dict[str, dict]:
     """The chain as a ComfyUI API-format workflow.
 
     Step k is node ``k+1``; LoadImage (uploads, by file name in the input folder),
     ImageFromBatch (a pick out of a batch) and PreviewImage (one per image step) follow.
     ``connection`` (backend/base_url/model) is written into every step when running, so a change
     of backend is a change of inputs and never reuses a cached result; exports leave it out.
-    ``picks=False`` (a runtime without ImageFromBatch) passes a multi-image step on whole.
+    ``only`` (step indices, closed under their inputs) builds just those steps, so running one
+    step never fails on a later, unfinished one; the default is every step.
     """
     wf: dict[str, dict] = {}
     aux: dict[tuple, str] = {}
@@ -225,12 +218,16 @@ def chain_to_api(chain: list[dict], connection: Mapping[str, str] | None = None,
             raise ChainError(f"Step {k + 1} reads step {src + 1}, which does not come before it.")
         if chain[src]["type"] == "Describe":
             raise ChainError(f"Step {k + 1} reads step {src + 1}, a Describe step, which has no image.")
+        if only is not None and src not in only:
+            raise ChainError(f"Step {k + 1} reads step {src + 1}, which is not part of this run.")
         pick = ref.get("pick")
-        if pick is None or not picks or output_count(chain, src) == 1:
+        if pick is None or output_count(chain, src) == 1:
             return [step_node_id(src), 0]
         return node(("pick", src, pick), "ImageFromBatch", {"image": [step_node_id(src), 0], "batch_index": int(pick), "length": 1})
 
-    for k, step in enumerate(chain):
+    built = [k for k in range(len(chain)) if only is None or k in only]
+    for k in built:
+        step = chain[k]
         kind, refs = step["type"], step["inputs"]
         inputs: dict[str, Any] = {}
         if kind == "Describe":
@@ -247,40 +244,17 @@ def chain_to_api(chain: list[dict], connection: Mapping[str, str] | None = None,
                 raise ChainError(f"Step {k + 1} (MultiMerge) needs at least 2 input images, in order.")
             for i, ref in enumerate(refs[:MAX_MERGE_INPUTS]):
                 inputs[f"image_{i + 1}"] = link(ref, k)
-        for name in _CONNECTION:
+        for name in _CONNECTION[CLASS_OF[kind]]:
             if connection and connection.get(name) not in (None, ""):
                 inputs[name] = connection[name]
         wf[step_node_id(k)] = {"class_type": CLASS_OF[kind], "inputs": inputs, "_meta": {"title": f"Step {k + 1} · {kind}"}}
-    for k, step in enumerate(chain):
-        if step["type"] != "Describe":
+    for k in built:
+        if chain[k]["type"] != "Describe":
             node(("preview", k), "PreviewImage", {"images": [step_node_id(k), 0]})
     return dict(sorted(wf.items(), key=lambda kv: int(kv[0])))
 
 
 # -- ComfyUI API workflow -> chain -------------------------------------------------------------
-
-def _is_link(value: Any) -> bool:
-    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], (str, int)) and isinstance(value[1], int)
-
-
-def _order(nodes: Mapping[str, Mapping]) -> list[str]:
-    """Our step nodes in dependency order, ties broken by numeric id (a stable reading order)."""
-    def sort_key(nid: str) -> tuple:
-        return (0, int(nid), "") if nid.isdigit() else (1, 0, nid)
-
-    deps = {nid: {str(v[0]) for v in n.get("inputs", {}).values() if _is_link(v)} for nid, n in nodes.items()}
-    done: list[str] = []
-    placed: set[str] = set()
-    pending = sorted(nodes, key=sort_key)
-    while pending:
-        ready = [nid for nid in pending if deps[nid] <= placed | (deps[nid] - set(nodes))]
-        if not ready:
-            raise ChainError("The workflow has a cycle, so it cannot be shown as a chain.")
-        done.append(ready[0])
-        placed.add(ready[0])
-        pending.remove(ready[0])
-    return done
-
 
 def api_to_chain(workflow: Mapping[str, Mapping], input_dirs: list[Path]) -> tuple[list[dict], list[str]]:
     """A chain from an API-format workflow, and notes on anything it had to leave out.
@@ -288,9 +262,17 @@ def api_to_chain(workflow: Mapping[str, Mapping], input_dirs: list[Path]) -> tup
     ``input_dirs`` are searched, in order, for LoadImage files; a missing file leaves the
     step's upload slot empty with a note, so the rest of the chain still opens.
     """
-    nodes = {str(k): v for k, v in workflow.items() if isinstance(v, Mapping) and "class_type" in v}
+    try:
+        wf = Workflow({k: v for k, v in workflow.items() if isinstance(v, Mapping) and isinstance(v.get("class_type"), str)})
+    except WorkflowError as exc:  # a node whose inputs are not an object
+        raise ChainError(str(exc)) from None
+    try:
+        order = wf.order()  # dependency order, ties broken by numeric id (a stable reading order)
+    except WorkflowError:
+        raise ChainError("The workflow has a cycle, so it cannot be shown as a chain.") from None
+    nodes = wf.nodes
     notes: list[str] = []
-    steps = [nid for nid in _order(nodes) if nodes[nid]["class_type"] in TYPE_OF]
+    steps = [nid for nid in order if nodes[nid]["class_type"] in TYPE_OF]
     if not steps:
         raise ChainError("The workflow has none of the four GPT Image 2 nodes, so there is no chain to show.")
     if len(steps) > MAX_STEPS:
@@ -309,14 +291,17 @@ def api_to_chain(workflow: Mapping[str, Mapping], input_dirs: list[Path]) -> tup
         if cls == "LoadImage":
             name = str(src["inputs"].get("image", ""))
             for folder in input_dirs:
-                path = (folder / name).resolve()
-                if path.is_file() and path.parent == folder.resolve():
+                try:  # as the executor reads it: "cat.png [input]" is cat.png, nothing outside folder
+                    path = resolve_inside(folder, name, "image")
+                except ValueError:
+                    continue
+                if path.is_file():
                     return {"upload": str(path)}
             notes.append(f"Step {k + 1}: the image {name!r} was not found; upload it again.")
             return None
         if cls == "ImageFromBatch":
             inner = src["inputs"].get("image")
-            ref = resolve(inner, k) if _is_link(inner) else None
+            ref = resolve(inner, k) if as_link(inner) else None
             if ref is not None and "step" in ref:
                 ref["pick"] = int(src["inputs"].get("batch_index", 0))
             return ref
@@ -340,7 +325,7 @@ def api_to_chain(workflow: Mapping[str, Mapping], input_dirs: list[Path]) -> tup
         names = ["image"] if kind in ("EditImage", "Describe") else [f"image_{i}" for i in range(1, MAX_MERGE_INPUTS + 1)] if kind == "MultiMerge" else []
         for name in names:
             value = values.get(name)
-            ref = resolve(value, k) if _is_link(value) else None
+            ref = resolve(value, k) if as_link(value) else None
             if ref is not None:
                 if "upload" in ref and ref["upload"] not in step["uploads"]:
                     step["uploads"].append(ref["upload"])

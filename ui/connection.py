@@ -11,11 +11,9 @@ import ipaddress
 import os
 import socket
 from typing import Any, Mapping
-from urllib.parse import urlsplit
 
-from ..nodes.config import Settings, allowed_hosts, host_allowed, normalize_base_url
+from ..nodes.config import Settings, allowed_hosts, host_allowed, host_of, normalize_base_url
 from ..nodes.errors import ConfigurationError
-from ..nodes.protocol import DEFAULT_BASE_URL
 
 __all__ = ["OFFLINE_BANNER", "hosted", "allowed_hosts", "check_base_url", "session_settings", "banner", "connection_inputs", "empty_connection"]
 
@@ -53,7 +51,7 @@ def check_base_url(url: str, env: Mapping[str, str] | None = None) -> str:
     value = normalize_base_url(url)
     if not hosted(env):
         return value  # a local canvas belongs to the person at the keyboard
-    host = (urlsplit(value).hostname or "").lower()
+    host = host_of(value)
     hosts = allowed_hosts(env)
     if host in hosts:
         return value  # named exactly: the operator means it, private address or not
@@ -78,7 +76,7 @@ def session_settings(conn: Mapping[str, Any] | None, env: Mapping[str, str] | No
 def banner(settings: Settings, conn: Mapping[str, Any] | None = None) -> str:
     if settings.offline:
         return OFFLINE_BANNER
-    host = urlsplit(settings.base_url).hostname
+    host = host_of(settings.base_url)
     whose = "the key you entered (kept only in this browser session)" if (conn or {}).get("api_key") else "the key configured on the server"
     return f"Remote backend: {settings.model} at {host}, with {whose}."
 

@@ -7,7 +7,6 @@ PNG (lossless); inputs are read with the core's safe loader.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -105,7 +104,7 @@ class Endpoints:
         summary = {
             "text": texts,
             "errors": dict(report.errors), "requests": report.requests, "cache_hits": report.cache_hits,
-            "executed": list(report.executed), "usage": _jsonable(report.usage), "elapsed": report.elapsed,
+            "executed": list(report.executed), "usage": report.usage, "elapsed": report.elapsed,
             "images": {nid: len(report.images[nid]) for nid in shown if report.images.get(nid)},
         }
         return summary, [img for nid in shown for img in report.images.get(nid, [])]
@@ -124,13 +123,3 @@ def _texts(class_type: str, outputs: Sequence[Any]) -> list[str]:
     if spec is None:
         return []
     return [v for o, v in zip(spec.outputs, outputs) if o.kind == "STRING" and o.name != "usage" and v]
-
-
-def _jsonable(value: Any) -> Any:
-    try:
-        json.dumps(value)
-        return value
-    except TypeError:
-        if hasattr(value, "as_dict"):
-            return value.as_dict()
-        return str(value)

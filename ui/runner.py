@@ -15,13 +15,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
+from ..nodes.answers import Usage
 from ..nodes.config import Settings
 from ..nodes.errors import GPTImageError
-from .chain import ChainError, chain_to_api, dependencies, pick_supported, step_node_id
+from .chain import ChainError, chain_to_api, dependencies, step_node_id
 from .connection import connection_inputs
 from .session import CanvasSession, save_png
 
-__all__ = ["Snapshot", "run_chain", "scope", "add_usage", "chain_usage"]
+__all__ = ["Snapshot", "run_chain", "scope", "chain_usage"]
 
 _PROGRESS_LINES = 6
 
@@ -47,31 +48,21 @@ def scope(chain: list[dict], mode: str, k: int | None = None) -> list[int]:
     return list(range(len(chain)))
 
 
-def add_usage(a: dict, b: dict) -> dict:
-    """Field-wise sum of two usage dicts (nested details too); absent stays absent."""
-    out = dict(a)
-    for key, value in b.items():
-        if isinstance(value, dict):
-            out[key] = add_usage(out.get(key) or {}, value)
-        elif isinstance(value, (int, float)):
-            out[key] = out.get(key, 0) + value
-    return out
-
-
 def chain_usage(chain: list[dict]) -> dict:
-    total: dict = {}
+    """The steps' usage summed field by field (details too); fields no step reported stay absent."""
+    total = Usage()
     for step in chain:
-        result = step.get("result") or {}
-        total = add_usage(total, result.get("usage") or {})
-    return total
+        total = total + Usage.from_json((step.get("result") or {}).get("usage"))
+    return total.as_dict()
 
 
 def _usage(value: Any) -> dict:
+    """A node's usage output (JSON text) as the dict a step's result keeps."""
     try:
-        data = json.loads(value) if isinstance(value, str) else value
+        usage = Usage.from_json(json.loads(value) if isinstance(value, str) else value)
     except ValueError:
         return {}
-    return data if isinstance(data, dict) else {}
+    return usage.as_dict() if usage else {}
 
 
 def _finish(step: dict, outputs: tuple, session: CanvasSession, cached: bool, elapsed: float) -> None:
@@ -92,6 +83,12 @@ def _event_kind(event: Any) -> str:
     return str(getattr(event, "kind", ""))
 
 
+def _with_notes(message: str, notes: list[str], sep: str = " ") -> str:
+    """A run's message with what failed outside the steps (a LoadImage, say): a step skipped
+    because of it only says "not run: node 2 (LoadImage) failed"; this says why."""
+    return sep.join([message, *notes])
+
+
 async def run_chain(
     chain: list[dict],
     session: CanvasSession,
@@ -109,9 +106,9 @@ async def run_chain(
     involved = sorted(set().union(*(dependencies(chain, t) for t in targets))) if targets else []
     snap = Snapshot(chain, total=len(involved))
     try:
-        api = chain_to_api(chain, connection_inputs(settings), picks=pick_supported())
-        workflow = load_workflow(api)
-        workflow.validate()
+        # Only the steps this run needs: a later, unfinished step must not stop "Run step 1".
+        workflow = load_workflow(chain_to_api(chain, connection_inputs(settings), only=set(involved)))
+        workflow.validate()  # what the executor will check: a problem says "Not run" and touches no step
     except (ChainError, GPTImageError) as exc:
         snap.message, snap.finished = f"Not run: {exc}", True
         yield snap
@@ -132,6 +129,7 @@ async def run_chain(
     task.add_done_callback(lambda _: queue.put_nowait(None))
     started = time.monotonic()
     settled: set[int] = set()
+    notes: list[str] = []  # errors of nodes that are not steps (LoadImage, ImageFromBatch)
     try:
         finished = False
         while not finished:
@@ -146,15 +144,19 @@ async def run_chain(
                 i = index.get(str(getattr(event, "node_id", "")))
                 if i is None:
                     if _event_kind(event) == "error":
-                        snap.message = f"{getattr(event, 'class_type', 'node')}: {getattr(event, 'text', '')}"
+                        notes.append(f"node {getattr(event, 'node_id', '?')} ({getattr(event, 'class_type', 'node')}): "
+                                     f"{getattr(event, 'text', '') or 'failed'}")
                     continue
-                _apply(chain[i], event, session)
+                if _event_kind(event) in ("done", "cached"):  # PNG encoding: off the event loop
+                    await asyncio.to_thread(_apply, chain[i], event, session)
+                else:
+                    _apply(chain[i], event, session)
                 snap.changed.add(i)
                 if _event_kind(event) in ("done", "cached", "error", "skipped"):
                     settled.add(i)
             snap.done = len(settled & set(involved))
             if not finished:
-                snap.message = f"{snap.done}/{len(involved)} steps · {time.monotonic() - started:.1f} s"
+                snap.message = _with_notes(f"{snap.done}/{len(involved)} steps · {time.monotonic() - started:.1f} s", notes, " · ")
                 snap.chain = copy.deepcopy(chain)  # each snapshot is what the page showed then
                 yield snap
         report = task.result() if not task.cancelled() and task.exception() is None else None
@@ -166,11 +168,12 @@ async def run_chain(
                 if (chain[i].get("result") or {}).get("status") in ("queued", "running"):
                     chain[i]["result"].update(status="error", error=str(exc or "cancelled"))
         else:
-            _reconcile(chain, involved, report, session)
+            await asyncio.to_thread(_reconcile, chain, involved, report, session)
             final.requests, final.cache_hits = int(getattr(report, "requests", 0)), int(getattr(report, "cache_hits", 0))
             errors = getattr(report, "errors", {}) or {}
             final.message = (f"{'Failed' if errors else 'Done'}: {len(involved)} step(s), {final.requests} request(s), "
                              f"{final.cache_hits} from cache, {getattr(report, 'elapsed', time.monotonic() - started):.1f} s.")
+        final.message = _with_notes(final.message, notes)
         yield final
     finally:
         stop = True

@@ -22,18 +22,20 @@ from ..nodes.client import AsyncImageClient
 from ..nodes.codecs import load_input_image, png_bytes, prepare_input_image
 from ..nodes.config import Settings
 from ..nodes.node_types import ClientPool
+from ..nodes.workflow.files import atomic_write
 
 __all__ = ["CanvasSession", "SessionStore", "SessionClients", "save_png", "import_upload"]
 
 
 def save_png(img: Any, folder: Path, prefix: str) -> Path:
-    """Write a PIL image as lossless PNG named by its content (same pixels, same file)."""
+    """Write a PIL image as lossless PNG named by its content (same pixels, same file).
+
+    Atomically, through a temporary file of its own: two threads saving the same pixels at
+    once never write into one temporary file."""
     data = png_bytes(img)
     path = folder / f"{prefix}-{hashlib.sha256(data).hexdigest()[:16]}.png"
     if not path.exists():
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        atomic_write(path, data)
     return path
 
 

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from ..nodes.protocol import MAX_N, QUALITIES, SIZES
 from .chain import (
     MAX_STEPS, STEP_TYPES, ChainError, api_to_chain, chain_to_api, input_choices, max_inputs,
-    pick_supported, ref_value, value_ref,
+    ref_value, value_ref,
 )
 from .runner import chain_usage
 from .session import CanvasSession, import_upload
@@ -105,18 +105,14 @@ def _image_of(chain: list[dict], ref: dict) -> list[str]:
     return images[pick:pick + 1]
 
 
-def _slot_view(chain: list[dict], k: int, full: bool, picks: bool) -> dict[str, dict]:
+def _slot_view(chain: list[dict], k: int, full: bool) -> dict[str, dict]:
     if k >= len(chain):
         return {"group": {"visible": False}}
     step = chain[k]
     kind = step["type"]
     image_step = kind != "Describe"
     choices = input_choices(chain, k)
-    if not picks:  # without ImageFromBatch a multi-image step can only be passed on whole
-        choices = [c for c in choices if not (c[1].startswith("step:") and not c[1].endswith(":all"))]
     values = [v for v in (ref_value(r, step["uploads"]) for r in step["inputs"]) if v]
-    if not picks:
-        values = [v if v.startswith("upload:") else v.rsplit(":", 1)[0] + ":all" for v in values]
     result = step.get("result") or {}
     view = {
         "group": {"visible": True},
@@ -139,21 +135,19 @@ def _slot_view(chain: list[dict], k: int, full: bool, picks: bool) -> dict[str, 
 
 def slot_views(chain: list[dict], full: bool = True) -> list[dict[str, dict]]:
     """Every slot's view; ``full`` also rewrites the editable values (after a structural edit)."""
-    picks = pick_supported()
-    return [_slot_view(chain, k, full, picks) for k in range(MAX_STEPS)]
+    return [_slot_view(chain, k, full) for k in range(MAX_STEPS)]
 
 
 def result_views(chain: list[dict], changed: set[int]) -> dict[int, dict[str, dict]]:
     """Only what a run changes in the given blocks: status, images, text, input previews."""
-    picks = pick_supported()
     out = {}
     for k in sorted(changed):
         if k < len(chain):
-            view = _slot_view(chain, k, False, picks)
+            view = _slot_view(chain, k, False)
             out[k] = {name: view[name] for name in ("status", "gallery", "text")}
     for k in range(len(chain)):  # later blocks' input previews follow new results
         if chain[k]["inputs"] and any(r.get("step") in changed for r in chain[k]["inputs"]):
-            out.setdefault(k, {})["preview"] = _slot_view(chain, k, False, picks)["preview"]
+            out.setdefault(k, {})["preview"] = _slot_view(chain, k, False)["preview"]
     return out
 
 
@@ -210,7 +204,7 @@ def export_chain(chain: list[dict], session: CanvasSession, name: str = "chain")
 
     if not chain:
         raise ChainError("The chain is empty: add a step first.")
-    api = chain_to_api(chain, picks=pick_supported())
+    api = chain_to_api(chain)
     folder = session.root / "export"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
